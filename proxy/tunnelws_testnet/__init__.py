@@ -1,0 +1,1 @@
+"""The tunnelws test network: origin test server, companion proxy, firewall simulator."""

@@ -1,0 +1,24 @@
+"""Shared fixtures. System components (squid, chromium, namespaces) skip with a
+reason on a laptop without them, but fail when CI=true."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require_binary(name: str) -> str:
+    """Return the path of a system binary, or skip (fail under CI=true)."""
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        message = f"{name} is not installed (run `make test` as root to install it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Debian packages the test suite uses as real peers. Installed only when
+# running as root with apt-get available; otherwise the tests that need them
+# skip with a reason (and fail under CI=true).
+set -eu
+packages="squid tinyproxy curl nftables iproute2"
+missing=""
+for pkg in $packages; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "note: not root or no apt-get; tests needing:$missing will skip" >&2
+    exit 0
+fi
+echo "installing Debian packages:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
