@@ -1,0 +1,498 @@
+"""Proxy authentication, Sans-IO: parse 407 challenges, compute the answer.
+
+Client side only (the companion test proxy has its own, independent server
+side, so each checks the other). Supported: Basic (RFC 7617) and Digest
+(RFC 7616: MD5, MD5-sess, SHA-256, SHA-256-sess, SHA-512-256 and its -sess
+variant where the local OpenSSL has it; qop=auth, qop=auth-int and the legacy
+RFC 2069 form without qop; userhash; ``username*`` for non-ASCII names).
+
+:class:`ProxyAuthenticator` is the per-attempt state machine. It allows at
+most two CONNECTs per tunnel attempt: the first (with preemptive Basic when
+credentials are known) and one answer to a 407. A second 407 is final.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from urllib.parse import quote
+
+from ._connect import ProxyReply
+from ._errors import ProxyAuthError
+
+__all__ = [
+    "Challenge",
+    "Credentials",
+    "ProxyAuthenticator",
+    "basic_authorization",
+    "digest_response",
+    "parse_challenges",
+]
+
+SUPPORTED_SCHEMES = ("Basic", "Digest")
+
+# -- challenge parsing (RFC 9110 11.6.1) ---------------------------------------
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# token68 must be followed by the end of the challenge, else "a=b" would read
+# as token68 "a=" followed by junk.
+_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*(?=[ \t]*(?:,|$))")
+_QUOTED_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+
+
+@dataclass(frozen=True, repr=False)
+class Credentials:
+    """A proxy user name and password. The password never shows in reprs."""
+
+    username: str
+    password: str
+
+    def __post_init__(self) -> None:
+        if ":" in self.username:
+            # Basic joins user and password with ":"; the proxy would split
+            # such a name in the wrong place.
+            raise ValueError(
+                f"proxy user name {self.username!r} contains ':', which Basic authentication "
+                "cannot carry"
+            )
+
+    def __repr__(self) -> str:
+        return f"Credentials(username={self.username!r}, password='***')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """One challenge from a ``Proxy-Authenticate`` header.
+
+    ``scheme`` is as sent (compare it case-insensitively), ``params`` has
+    lower-cased names and unquoted values (the first of duplicated names wins),
+    ``token68`` is set for schemes like Negotiate that send an opaque token.
+    """
+
+    scheme: str
+    params: Mapping[str, str]
+    token68: str | None = None
+
+
+def parse_challenges(values: Iterable[str]) -> list[Challenge]:
+    """Parse ``Proxy-Authenticate`` header values into challenges, in order.
+
+    Follows RFC 9110 11.6.1: several challenges per value and across values,
+    quoted strings with backslash escapes (commas inside them are content),
+    token68. Never raises: a part that cannot be parsed is skipped up to the
+    next comma outside a quoted string, and parsing resumes there.
+    """
+    challenges: list[Challenge] = []
+    for value in values:
+        challenges.extend(_parse_challenge_value(value))
+    return challenges
+
+
+def _parse_challenge_value(text: str) -> list[Challenge]:
+    found: list[tuple[str, dict[str, str], str | None]] = []
+    current: dict[str, str] | None = None  # params of the challenge being read
+    i, end = 0, len(text)
+    while i < end:
+        i = _skip_separators(text, i)
+        if i >= end:
+            break
+        name = _TOKEN.match(text, i)
+        if name is None:
+            i, current = _skip_item(text, i), None
+            continue
+        after_name = _skip_ows(text, name.end())
+        if after_name < end and text[after_name] == "=":
+            # auth-param: token BWS "=" BWS ( token / quoted-string ). A
+            # token68 is only valid right after a scheme, handled below.
+            parsed = _parse_param_value(text, _skip_ows(text, after_name + 1))
+            if current is None or parsed is None:
+                i, current = _skip_item(text, after_name), None
+                continue
+            param_value, i = parsed
+            current.setdefault(name.group().lower(), param_value)
+            continue
+        # A new challenge: auth-scheme [ 1*SP ( token68 / #auth-param ) ]
+        scheme, i = name.group(), name.end()
+        params: dict[str, str] = {}
+        spaces = _skip_ows(text, i)
+        token = _TOKEN68.match(text, spaces) if spaces > i else None
+        if token is not None:
+            found.append((scheme, params, token.group()))
+            i, current = token.end(), None  # no auth-params may follow a token68
+        else:
+            found.append((scheme, params, None))
+            current = params
+    return [Challenge(scheme, MappingProxyType(params), token) for scheme, params, token in found]
+
+
+def _parse_param_value(text: str, i: int) -> tuple[str, int] | None:
+    """Parse a token or quoted-string at ``i`` that must end the list item."""
+    quoted = _QUOTED_STRING.match(text, i)
+    if quoted is not None:
+        value, after = _QUOTED_PAIR.sub(r"\1", quoted.group(1)), quoted.end()
+    else:
+        token = _TOKEN.match(text, i)
+        if token is None:
+            return None
+        value, after = token.group(), token.end()
+    after = _skip_ows(text, after)
+    if after < len(text) and text[after] != ",":
+        return None
+    return value, after
+
+
+def _skip_ows(text: str, i: int) -> int:
+    while i < len(text) and text[i] in " \t":
+        i += 1
+    return i
+
+
+def _skip_separators(text: str, i: int) -> int:
+    while i < len(text) and text[i] in " \t,":
+        i += 1
+    return i
+
+
+def _skip_item(text: str, i: int) -> int:
+    """Index of the next comma outside a quoted string (or the end)."""
+    in_quotes = False
+    while i < len(text):
+        char = text[i]
+        if in_quotes and char == "\\":
+            i += 1
+        elif char == '"':
+            in_quotes = not in_quotes
+        elif char == "," and not in_quotes:
+            return i
+        i += 1
+    return i
+
+
+# -- computing answers ----------------------------------------------------------
+
+
+def basic_authorization(credentials: Credentials) -> str:
+    """The ``Proxy-Authorization`` value for Basic (UTF-8, as RFC 7617 allows)."""
+    pair = f"{credentials.username}:{credentials.password}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+def _hash_function(algorithm: str) -> Callable[[bytes], str] | None:
+    """Hex digest function for a Digest algorithm name (any case, -sess or not)."""
+    base = algorithm.upper().removesuffix("-SESS")
+    if base == "MD5":
+        return lambda data: hashlib.md5(data, usedforsecurity=False).hexdigest()
+    if base == "SHA-256":
+        return lambda data: hashlib.sha256(data).hexdigest()
+    if base == "SHA-512-256":
+        try:
+            hashlib.new("sha512_256")
+        except ValueError:  # OpenSSL built without it
+            return None
+        return lambda data: hashlib.new("sha512_256", data).hexdigest()
+    return None
+
+
+def _wire(text: str) -> bytes:
+    """The bytes a proxy-supplied value had on the wire.
+
+    The reply parser decodes header values as ISO-8859-1, so encoding back
+    gives the proxy's exact bytes (a UTF-8 realm included); text that never
+    came from the wire and is not ISO-8859-1 is taken as UTF-8.
+    """
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode()
+
+
+def digest_response(
+    *,
+    algorithm: str,
+    username: str,
+    password: str,
+    realm: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    cnonce: str = "",
+    nc: str = "00000001",
+    qop: str | None = "auth",
+) -> str:
+    """The ``response`` value of RFC 7616 section 3.4.1.
+
+    ``qop`` is ``"auth"``, ``"auth-int"`` (the entity body is empty, as for a
+    CONNECT) or None for the RFC 2069 form. The user name and password are
+    hashed as UTF-8 (RFC 7616 ``charset=UTF-8``), values taken from the
+    challenge as the bytes the proxy sent (see :func:`_wire`). Raises
+    :class:`ValueError` for an unsupported algorithm.
+    """
+    hash_hex = _hash_function(algorithm)
+    if hash_hex is None:
+        raise ValueError(f"unsupported Digest algorithm {algorithm!r}")
+    ha1 = hash_hex(b"%s:%s:%s" % (username.encode(), _wire(realm), password.encode()))
+    if algorithm.upper().endswith("-SESS"):
+        ha1 = hash_hex(b"%s:%s:%s" % (ha1.encode(), _wire(nonce), _wire(cnonce)))
+    a2 = b"%s:%s" % (_wire(method), _wire(uri))
+    if qop == "auth-int":
+        a2 += b":" + hash_hex(b"").encode()
+    ha2 = hash_hex(a2).encode()
+    if qop is None:
+        return hash_hex(b"%s:%s:%s" % (ha1.encode(), _wire(nonce), ha2))
+    fields = (ha1.encode(), _wire(nonce), _wire(nc), _wire(cnonce), _wire(qop), ha2)
+    return hash_hex(b":".join(fields))
+
+
+def digest_userhash(algorithm: str, username: str, realm: str) -> str:
+    """The hashed user name of RFC 7616 3.4.4 (``userhash=true``)."""
+    hash_hex = _hash_function(algorithm)
+    if hash_hex is None:
+        raise ValueError(f"unsupported Digest algorithm {algorithm!r}")
+    return hash_hex(b"%s:%s" % (username.encode(), _wire(realm)))
+
+
+# Preference when a proxy offers several Digest challenges: strongest first.
+_ALGORITHM_RANK = {
+    "SHA-512-256": 0,
+    "SHA-512-256-SESS": 1,
+    "SHA-256": 2,
+    "SHA-256-SESS": 3,
+    "MD5": 4,
+    "MD5-SESS": 5,
+}
+_ATTR_CHARS = "!#$&+^`|"  # RFC 8187 attr-char beyond what quote() keeps
+
+
+@dataclass(frozen=True)
+class _DigestPlan:
+    """A Digest challenge we can answer, with the choices already made."""
+
+    challenge: Challenge
+    algorithm: str  # as sent by the proxy ("" when it sent none: MD5)
+    qop: str | None
+
+    @property
+    def rank(self) -> int:
+        return _ALGORITHM_RANK[(self.algorithm or "MD5").upper()]
+
+
+def _plan_digest(challenge: Challenge) -> _DigestPlan | None:
+    params = challenge.params
+    if "nonce" not in params or "realm" not in params:
+        return None
+    algorithm = params.get("algorithm", "")
+    effective = algorithm or "MD5"  # RFC 7616: no algorithm parameter means MD5
+    if effective.upper() not in _ALGORITHM_RANK or _hash_function(effective) is None:
+        return None
+    if "qop" in params:
+        offered = {option.strip().lower() for option in params["qop"].split(",")}
+        qop = "auth" if "auth" in offered else "auth-int" if "auth-int" in offered else None
+        if qop is None:
+            return None
+    elif algorithm.upper().endswith("-SESS"):
+        return None  # -sess needs a cnonce, which only the qop form carries
+    else:
+        qop = None
+    return _DigestPlan(challenge, algorithm, qop)
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _needs_extended_username(username: str) -> bool:
+    return not username.isascii() or any(ord(char) < 0x20 or char == "\x7f" for char in username)
+
+
+def _is_true(value: str | None) -> bool:
+    return value is not None and value.strip().lower() == "true"
+
+
+def _secret_cnonce() -> str:
+    return secrets.token_hex(16)
+
+
+class ProxyAuthenticator:
+    """Per tunnel attempt. Never lets a caller send more than two CONNECTs.
+
+    Use: send the first CONNECT with :meth:`initial_authorization` (if not
+    None) as ``Proxy-Authorization``; on a 407, call :meth:`respond` and send
+    the second CONNECT with its result. :meth:`respond` raises
+    :class:`~tunnelws.ProxyAuthError` instead of ever allowing a third.
+
+    ``authority`` is the CONNECT target (``host:port``), the Digest ``uri``.
+    ``preemptive_basic=False`` waits for a challenge before sending Basic
+    credentials (useful to keep a password off a Digest-only proxy's wire).
+    """
+
+    def __init__(
+        self,
+        credentials: Credentials | None,
+        *,
+        authority: str,
+        cnonce_factory: Callable[[], str] = _secret_cnonce,
+        preemptive_basic: bool = True,
+    ) -> None:
+        self._credentials = credentials
+        self._authority = authority
+        self._cnonce_factory = cnonce_factory
+        self._preemptive_basic = preemptive_basic
+        self._sent: str | None = None  # scheme of the last Proxy-Authorization sent
+        self._answered = False
+
+    def __repr__(self) -> str:
+        return (
+            f"ProxyAuthenticator({self._credentials!r}, authority={self._authority!r}, "
+            f"scheme_used={self._sent!r})"
+        )
+
+    @property
+    def scheme_used(self) -> str | None:
+        """``"Basic"`` or ``"Digest"`` once credentials were sent, else None."""
+        return self._sent
+
+    def initial_authorization(self) -> str | None:
+        """``Proxy-Authorization`` for the first CONNECT: preemptive Basic when
+        credentials are known (proxies such as pproxy never send a challenge
+        worth waiting for), else None."""
+        if self._credentials is None or not self._preemptive_basic or self._sent is not None:
+            return None
+        self._sent = "Basic"
+        return basic_authorization(self._credentials)
+
+    def respond(self, reply: ProxyReply) -> str:
+        """``Proxy-Authorization`` for the next CONNECT, answering a 407.
+
+        Raises :class:`~tunnelws.ProxyAuthError` (carrying the reply and the
+        offered schemes) when there is nothing sensible to send: no
+        credentials, credentials already rejected, no supported scheme, or
+        this is the second 407 of the attempt.
+        """
+        if reply.status != 407:
+            raise ValueError(f"respond() needs a 407 reply, not {reply.status}")
+        challenges = parse_challenges(reply.get_all("Proxy-Authenticate"))
+        offered = list(dict.fromkeys(challenge.scheme for challenge in challenges))
+        credentials = self._credentials
+        if credentials is None:
+            raise self._error(
+                reply,
+                offered,
+                f"proxy requires authentication ({_describe(reply, offered)}) but no proxy "
+                "credentials were given; put them in the proxy URL "
+                "(http://USER:PASSWORD@HOST:PORT, percent-encoding special characters) "
+                "or pass proxy_auth=(USER, PASSWORD)",
+            )
+        if self._answered:
+            stale = any(
+                _is_true(c.params.get("stale")) for c in challenges if c.scheme.lower() == "digest"
+            )
+            hint = "; the proxy reported the nonce as stale" if stale else ""
+            raise self._error(
+                reply,
+                offered,
+                f"proxy rejected the {self._sent} credentials for user {credentials.username!r} "
+                f"({_describe(reply, offered)}){hint}",
+            )
+        self._answered = True
+
+        plans = [
+            plan
+            for plan in (_plan_digest(c) for c in challenges if c.scheme.lower() == "digest")
+            if plan is not None
+        ]
+        if plans:
+            best = min(plans, key=lambda plan: plan.rank)  # min keeps the first of equals
+            self._sent = "Digest"
+            return self._digest_authorization(best, credentials)
+        if any(challenge.scheme.lower() == "basic" for challenge in challenges):
+            if self._sent == "Basic":
+                raise self._error(
+                    reply,
+                    offered,
+                    f"proxy rejected the Basic credentials for user {credentials.username!r} "
+                    f"({_describe(reply, offered)})",
+                )
+            self._sent = "Basic"
+            return basic_authorization(credentials)
+        if not challenges:
+            message = "proxy answered 407 without a usable Proxy-Authenticate challenge"
+        else:
+            unusable_digest = [
+                c.params.get("algorithm", "MD5") for c in challenges if c.scheme.lower() == "digest"
+            ]
+            detail = (
+                f" (Digest offered only with algorithm {', '.join(unusable_digest)} or "
+                "without realm/nonce)"
+                if unusable_digest
+                else ""
+            )
+            message = (
+                f"proxy offers no supported authentication scheme: {', '.join(offered)}"
+                f"{detail}; tunnelws supports {' and '.join(SUPPORTED_SCHEMES)}"
+            )
+        raise self._error(reply, offered, message)
+
+    def _digest_authorization(self, plan: _DigestPlan, credentials: Credentials) -> str:
+        params = plan.challenge.params
+        realm, nonce = params["realm"], params["nonce"]
+        algorithm = plan.algorithm or "MD5"
+        cnonce = self._cnonce_factory() if plan.qop else ""
+        response = digest_response(
+            algorithm=algorithm,
+            username=credentials.username,
+            password=credentials.password,
+            realm=realm,
+            method="CONNECT",
+            uri=self._authority,
+            nonce=nonce,
+            cnonce=cnonce,
+            qop=plan.qop,
+        )
+        parts: list[str] = []
+        if _is_true(params.get("userhash")):
+            hashed = digest_userhash(algorithm, credentials.username, realm)
+            parts.append(f"username={_quote(hashed)}")
+        elif _needs_extended_username(credentials.username):
+            encoded = quote(credentials.username, safe=_ATTR_CHARS, encoding="utf-8")
+            parts.append(f"username*=UTF-8''{encoded}")
+        else:
+            parts.append(f"username={_quote(credentials.username)}")
+        parts += [
+            f"realm={_quote(realm)}",
+            f"nonce={_quote(nonce)}",
+            f"uri={_quote(self._authority)}",
+        ]
+        if plan.algorithm:
+            parts.append(f"algorithm={plan.algorithm}")
+        parts.append(f"response={_quote(response)}")
+        if "opaque" in params:
+            parts.append(f"opaque={_quote(params['opaque'])}")
+        if plan.qop:
+            parts += [f"qop={plan.qop}", "nc=00000001", f"cnonce={_quote(cnonce)}"]
+        if _is_true(params.get("userhash")):
+            parts.append("userhash=true")
+        return "Digest " + ", ".join(parts)
+
+    @staticmethod
+    def _error(reply: ProxyReply, offered: list[str], message: str) -> ProxyAuthError:
+        return ProxyAuthError(
+            message,
+            status=reply.status,
+            reason=reply.reason,
+            headers=reply.headers,
+            body=reply.body,
+            schemes=offered,
+        )
+
+
+def _describe(reply: ProxyReply, offered: list[str]) -> str:
+    schemes = ", ".join(offered) if offered else "no scheme"
+    return f"{reply.status} {reply.reason}; offers {schemes}".replace("  ", " ")
