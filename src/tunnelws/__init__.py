@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from ._auth import Credentials
 from ._errors import (
+    ConnectionClosed,
     ConnectionLostError,
     DirectConnectError,
     HandshakeError,
@@ -16,20 +18,37 @@ from ._errors import (
     TLSError,
     TunnelError,
 )
-
-__version__ = "0.1.0"
+from ._proxy_url import ProxyURL
+from ._route import AUTO, ProxyDecision, resolve_proxy
+from ._target import Target, parse_target
+from ._transport import open_tunnel
+from ._version import __version__
+from ._websocket import ReadyState, WebSocketConnection, open_websocket
 
 __all__ = [
+    "AUTO",
+    "ConnectionClosed",
     "ConnectionLostError",
+    "Credentials",
     "DirectConnectError",
     "HandshakeError",
     "PhaseTimeoutError",
     "ProxyAuthError",
     "ProxyConfigError",
     "ProxyConnectError",
+    "ProxyDecision",
     "ProxyProtocolError",
     "ProxyRefusedError",
     "ProxyReplyError",
+    "ProxyURL",
+    "ReadyState",
     "TLSError",
+    "Target",
     "TunnelError",
+    "WebSocketConnection",
+    "__version__",
+    "open_tunnel",
+    "open_websocket",
+    "parse_target",
+    "resolve_proxy",
 ]

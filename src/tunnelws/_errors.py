@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "ConnectionClosed",
     "ConnectionLostError",
     "DirectConnectError",
     "HandshakeError",
@@ -191,17 +192,32 @@ class PhaseTimeoutError(TunnelError, TimeoutError):
         self.timeout = timeout
 
 
-class ConnectionLostError(TunnelError):
+class ConnectionClosed(Exception):
+    """The WebSocket is closed; raised by ``receive()``/``send()`` afterwards.
+
+    A normal closing handshake is not a failure, so this is not a
+    :class:`TunnelError`; :class:`ConnectionLostError` (an abnormal end) is
+    both. ``code`` and ``reason`` are those of the close frame (1006 and an
+    explanation when there was none).
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"WebSocket closed with code {code}" + (f" ({reason})" if reason else ""))
+        self.code = code
+        self.reason = reason
+
+
+class ConnectionLostError(TunnelError, ConnectionClosed):
     """The connection was lost after it was open (no closing handshake).
 
     ``code`` and ``reason`` are the close code and reason the library saw
-    (1006 when the transport simply went away).
+    (1006 when the transport simply went away, 1011 for a keepalive timeout).
     """
 
     exit_code = 12
     category = "connection-lost"
 
     def __init__(self, message: str, *, code: int = 1006, reason: str = "") -> None:
-        super().__init__(message, phase="connected")
+        TunnelError.__init__(self, message, phase="connected")
         self.code = code
         self.reason = reason

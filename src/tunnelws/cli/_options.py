@@ -1,0 +1,113 @@
+"""Options shared by the client commands (connect, events, check): how to
+reach the origin, and how errors become exit codes and one-line messages."""
+
+from __future__ import annotations
+
+import argparse
+import ssl
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .._errors import TunnelError
+from .._route import AUTO
+
+__all__ = ["add_route_arguments", "parse_header", "report_error", "route_kwargs", "stderr_trace"]
+
+EXIT_USAGE = 2
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected 'Name: value', got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _user_password(text: str) -> tuple[str, str]:
+    user, sep, password = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError("expected USER:PASSWORD")
+    return user, password
+
+
+def add_route_arguments(parser: argparse.ArgumentParser) -> None:
+    route = parser.add_mutually_exclusive_group()
+    route.add_argument("--proxy", metavar="URL", help="use this proxy (overrides the environment)")
+    route.add_argument(
+        "--no-proxy", action="store_true", help="connect directly, ignoring proxy variables"
+    )
+    parser.add_argument(
+        "--proxy-user",
+        metavar="USER:PASS",
+        type=_user_password,
+        help="proxy credentials (Basic or Digest, whichever the proxy asks for)",
+    )
+    parser.add_argument(
+        "--proxy-header",
+        metavar="'K: V'",
+        type=parse_header,
+        action="append",
+        default=[],
+        help="extra header for the CONNECT request (repeatable)",
+    )
+    parser.add_argument("--cacert", metavar="FILE", help="also trust this CA for the origin (PEM)")
+    parser.add_argument(
+        "--proxy-cacert", metavar="FILE", help="also trust this CA for an https:// proxy (PEM)"
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        metavar="S",
+        type=float,
+        default=10.0,
+        help="seconds to get connected, all phases together (default 10)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show the route and the proxy exchange on stderr (credentials as ***)",
+    )
+
+
+def _context_trusting(cafile: str | None) -> ssl.SSLContext | None:
+    if cafile is None:
+        return None
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile)
+    return context
+
+
+def stderr_trace(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def route_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for open_websocket / open_event_stream."""
+    proxy: Any = AUTO
+    if args.no_proxy:
+        proxy = None
+    elif args.proxy:
+        proxy = args.proxy
+    return {
+        "proxy": proxy,
+        "proxy_auth": args.proxy_user,
+        "proxy_headers": args.proxy_header,
+        "ssl_context": _context_trusting(args.cacert),
+        "proxy_ssl_context": _context_trusting(args.proxy_cacert),
+        "connect_timeout": args.connect_timeout,
+        "trace": stderr_trace if args.verbose else None,
+    }
+
+
+def report_error(run: Callable[[], int]) -> int:
+    """Run a command; typed errors become their exit code and one line."""
+    try:
+        return run()
+    except TunnelError as exc:
+        print(f"tunnelws: {exc.category}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (ValueError, OSError) as exc:
+        # Bad URLs and unreadable CA files are usage errors, not tracebacks.
+        print(f"tunnelws: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
