@@ -1,0 +1,79 @@
+"""Configuration and bound addresses of the origin test server."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+
+@dataclass
+class OriginConfig:
+    """How :func:`~tunnelws_testnet.origin.serve_origin` listens and what it tolerates.
+
+    Port 0 (the default) lets the OS pick a free port; the bound ports come back
+    in :class:`OriginAddresses`. The TLS listener exists only when ``tls_port``
+    is not ``None`` and then needs ``ssl_context`` (see
+    :func:`~tunnelws_testnet.origin.make_test_ca`).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    tls_port: int | None = None
+    ssl_context: ssl.SSLContext | None = None
+    #: Largest WebSocket message accepted; a bigger one closes with 1009.
+    max_message_size: int = 16 * 1024 * 1024
+    #: Largest request head (request line + headers); a bigger one gets 431.
+    max_header_size: int = 16 * 1024
+    #: Seconds a client has to deliver a complete request head (including the
+    #: TLS handshake on the TLS port); also the keep-alive idle limit.
+    request_timeout: float = 10.0
+    #: Seconds one write may wait for a client that does not read; after that
+    #: the connection is dropped instead of buffering without bound.
+    send_timeout: float = 30.0
+    #: Seconds a WebSocket may stay silent (no frame at all) before it is closed.
+    websocket_idle_timeout: float = 300.0
+    #: Seconds to wait for the peer's Close frame / EOF after we sent ours.
+    close_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.tls_port is not None and self.ssl_context is None:
+            raise ValueError("tls_port needs ssl_context (see make_test_ca())")
+        if self.max_message_size < 1:
+            raise ValueError("max_message_size must be positive")
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+@dataclass(frozen=True)
+class OriginAddresses:
+    """Where a running origin server listens: ``(host, port)`` pairs."""
+
+    http: tuple[str, int]
+    https: tuple[str, int] | None = None
+
+    def http_url(self, path: str = "/") -> str:
+        """``http://host:port/path`` for the plain listener."""
+        host, port = self.http
+        return f"http://{_url_host(host)}:{port}{path}"
+
+    def https_url(self, path: str = "/") -> str:
+        """``https://host:port/path`` for the TLS listener (ValueError without one)."""
+        host, port = self._tls()
+        return f"https://{_url_host(host)}:{port}{path}"
+
+    def ws_url(self, path: str = "/echo") -> str:
+        """``ws://host:port/path`` for the plain listener (IPv6 hosts bracketed)."""
+        host, port = self.http
+        return f"ws://{_url_host(host)}:{port}{path}"
+
+    def wss_url(self, path: str = "/echo") -> str:
+        """``wss://host:port/path`` for the TLS listener (ValueError without one)."""
+        host, port = self._tls()
+        return f"wss://{_url_host(host)}:{port}{path}"
+
+    def _tls(self) -> tuple[str, int]:
+        if self.https is None:
+            raise ValueError("this origin server has no TLS listener (tls_port was None)")
+        return self.https

@@ -1,0 +1,239 @@
+"""One HTTP/1.1 server connection: h11 state over a trio stream, with limits.
+
+Every read of a request is bounded by ``request_timeout`` (slow-loris clients
+are dropped) and every write by ``send_timeout`` (a client that never reads
+makes the write wait, never the server buffer, and is dropped in the end).
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import h11
+import trio
+
+from ._config import OriginConfig
+
+RECEIVE_SIZE = 65536
+
+
+class ClientGone(Exception):
+    """The client closed, broke the connection, or was too slow; stop serving it."""
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """Transport facts about one connection, for ``/info``."""
+
+    client: tuple[str, int]
+    tls: bool
+    tls_version: str | None = None
+    cipher: str | None = None
+    alpn: str | None = None
+
+
+def describe_peer(stream: trio.abc.Stream) -> PeerInfo:
+    """Read the client address and TLS parameters of a (possibly TLS) stream.
+
+    Call after the TLS handshake (that is, after something was received).
+    """
+    transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    client: tuple[str, int] = ("", 0)
+    if isinstance(transport, trio.SocketStream):
+        address = transport.socket.getpeername()
+        client = (str(address[0]), int(address[1]))
+    if not isinstance(stream, trio.SSLStream):
+        return PeerInfo(client=client, tls=False)
+    try:
+        cipher = stream.cipher()
+        return PeerInfo(
+            client=client,
+            tls=True,
+            tls_version=stream.version(),
+            cipher=cipher[0] if cipher else None,
+            alpn=stream.selected_alpn_protocol(),
+        )
+    except (ssl.SSLError, trio.NeedHandshakeError):
+        return PeerInfo(client=client, tls=True)
+
+
+class HTTPConnection:
+    """Server side of one HTTP/1.1 connection (keep-alive, pipelining-safe)."""
+
+    def __init__(self, stream: trio.abc.Stream, config: OriginConfig) -> None:
+        self.stream = stream
+        self.config = config
+        self.h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=config.max_header_size
+        )
+
+    async def send_raw(self, data: bytes) -> None:
+        """Write bytes, waiting at most ``send_timeout`` for the client to take them."""
+        if not data:
+            return
+        try:
+            with trio.fail_after(self.config.send_timeout):
+                await self.stream.send_all(data)
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ClientGone(f"send failed: {exc!r}") from exc
+
+    async def receive_raw(self) -> bytes:
+        """Read some bytes (``b""`` at EOF); a broken connection raises ClientGone."""
+        try:
+            return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ClientGone(f"receive failed: {exc!r}") from exc
+
+    async def send(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data is not None:
+            await self.send_raw(data)
+
+    async def next_request(self) -> h11.Request | None:
+        """Wait for the next request head and its (discarded) body.
+
+        Returns ``None`` when the client is done (EOF or idle keep-alive
+        timeout between requests). Protocol errors, timeouts in the middle of
+        a request and oversized heads are answered here (400, 408, 413, 431)
+        and then end the connection via :class:`ClientGone`.
+        """
+        request: h11.Request | None = None
+        body_size = 0
+        with trio.move_on_after(self.config.request_timeout):
+            while True:
+                try:
+                    event = self.h11.next_event()
+                except h11.RemoteProtocolError as exc:
+                    status = exc.error_status_hint
+                    message = (
+                        "request head too large"
+                        if status == 431
+                        else f"malformed HTTP request: {exc}"
+                    )
+                    await self.send_error(status, message)
+                    raise ClientGone(message) from exc
+                if event is h11.NEED_DATA:
+                    data = await self.receive_raw()
+                    self.h11.receive_data(data)
+                    continue
+                if isinstance(event, h11.ConnectionClosed) or (
+                    event is h11.PAUSED and request is None
+                ):
+                    return None
+                if isinstance(event, h11.Request):
+                    # h11 bounds only incomplete heads; a complete one that
+                    # arrived in a single read can be larger, so measure it.
+                    if _head_size(event) > self.config.max_header_size:
+                        await self.send_error(431, "request head too large")
+                        raise ClientGone("request head too large")
+                    request = event
+                elif isinstance(event, h11.Data):
+                    # Bodies are not used by any endpoint; drain them within a bound.
+                    body_size += len(event.data)
+                    if body_size > self.config.max_header_size:
+                        await self.send_error(413, "request body too large")
+                        raise ClientGone("request body too large")
+                elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
+                    return request
+        if request is None and not self.h11.trailing_data[0]:
+            return None  # idle keep-alive connection: close quietly
+        await self.send_error(408, "request not received in time")
+        raise ClientGone("request timeout")
+
+    async def send_error(
+        self, status: int, message: str, headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """Answer with a short plain-text explanation and close afterwards."""
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        extra = [(n, v) for n, v in headers if n.lower() != "connection"]
+        connection = [v for n, v in headers if n.lower() == "connection"]
+        await self.send_body(
+            status,
+            [*extra, ("Connection", ", ".join([*connection, "close"]))],
+            (message + "\n").encode(),
+            content_type="text/plain; charset=utf-8",
+        )
+
+    async def send_body(
+        self,
+        status: int,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+        *,
+        content_type: str,
+        head_only: bool = False,
+    ) -> None:
+        """Send a complete response with a Content-Length body."""
+        framing = [] if status == 204 else [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+        ]
+        all_headers = [*framing, ("Cache-Control", "no-store"), *headers]
+        await self.send(response(status, all_headers))
+        if not head_only and body:
+            await self.send(h11.Data(data=body))
+        await self.send(h11.EndOfMessage())
+
+    async def send_json(self, value: object, *, head_only: bool = False) -> None:
+        body = json.dumps(value, indent=2).encode() + b"\n"
+        await self.send_body(200, [], body, content_type="application/json", head_only=head_only)
+
+    def start_next_cycle(self) -> bool:
+        """Prepare for the next request; False when the connection must close."""
+        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+            self.h11.start_next_cycle()
+            return True
+        return False
+
+    async def run_until_disconnect(self, producer: Callable[[], Awaitable[None]]) -> None:
+        """Run ``producer`` but cancel it as soon as the client hangs up.
+
+        For long-lived responses (SSE) that would otherwise only notice a
+        vanished client on their next write. Whatever the client sends in the
+        meantime is discarded, so the response must end the connection.
+        """
+        gone = False
+
+        async with trio.open_nursery() as nursery:
+
+            async def produce() -> None:
+                nonlocal gone
+                try:
+                    await producer()
+                except ClientGone:
+                    gone = True
+                nursery.cancel_scope.cancel()
+
+            async def watch() -> None:
+                nonlocal gone
+                try:
+                    while await self.receive_raw():
+                        pass
+                except ClientGone:
+                    pass
+                gone = True
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(produce)
+            nursery.start_soon(watch)
+        if gone:
+            raise ClientGone("client closed during a streamed response")
+
+
+def _head_size(request: h11.Request) -> int:
+    request_line = len(request.method) + len(request.target) + len(b"  HTTP/1.1\r\n")
+    return request_line + sum(len(n) + len(v) + 4 for n, v in request.headers.raw_items())
+
+
+def response(status: int, headers: Iterable[tuple[str, str]]) -> h11.Response:
+    """An h11 response with the standard reason phrase."""
+    return h11.Response(
+        status_code=status,
+        headers=[(name.encode("ascii"), value.encode("latin-1")) for name, value in headers],
+        reason=HTTPStatus(status).phrase.encode("ascii"),
+    )

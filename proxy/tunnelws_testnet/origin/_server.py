@@ -1,0 +1,146 @@
+"""The origin test server: listeners, per-connection loop and routing."""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import partial
+from urllib.parse import urlsplit
+
+import h11
+import trio
+
+from . import _sse, _websocket
+from ._config import OriginAddresses, OriginConfig
+from ._http import ClientGone, HTTPConnection, describe_peer
+from ._info import describe_request
+from ._page import page_config, page_html
+
+logger = logging.getLogger("tunnelws_testnet.origin")
+
+WEBSOCKET_PATHS = ("/echo", "/info")
+PLAIN_PATHS = ("/", "/config", "/info", "/timestamp")
+
+
+async def serve_origin(
+    config: OriginConfig,
+    *,
+    task_status: trio.TaskStatus[OriginAddresses] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the origin endpoints until cancelled.
+
+    Start it with ``addresses = await nursery.start(serve_origin, config)``;
+    the returned :class:`OriginAddresses` hold the bound ports. Cancel the
+    nursery to stop; open connections are closed with it.
+    """
+    http_listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    tcp_for_tls: list[trio.SocketListener] = []
+    if config.tls_port is not None:
+        tcp_for_tls = await trio.open_tcp_listeners(config.tls_port, host=config.host)
+    addresses = OriginAddresses(
+        http=_bound(http_listeners[0]),
+        https=_bound(tcp_for_tls[0]) if tcp_for_tls else None,
+    )
+    tls_listeners = [
+        # The handshake happens lazily on the first read, inside the
+        # connection's request timeout.
+        trio.SSLListener(listener, config.ssl_context, https_compatible=True)
+        for listener in tcp_for_tls
+        if config.ssl_context is not None
+    ]
+    handler = partial(_serve_connection, config=config, addresses=addresses)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handler, http_listeners)
+        if tls_listeners:
+            await nursery.start(trio.serve_listeners, handler, tls_listeners)
+        logger.info("origin serving %s", addresses)
+        task_status.started(addresses)
+
+
+def _bound(listener: trio.SocketListener) -> tuple[str, int]:
+    address = listener.socket.getsockname()
+    return (str(address[0]), int(address[1]))
+
+
+async def _serve_connection(
+    stream: trio.abc.Stream, *, config: OriginConfig, addresses: OriginAddresses
+) -> None:
+    http = HTTPConnection(stream, config)
+    try:
+        while True:
+            request = await http.next_request()
+            if request is None:
+                return
+            keep_alive = await _route(http, request, addresses)
+            if not keep_alive or not http.start_next_cycle():
+                return
+    except ClientGone as exc:
+        logger.debug("connection ended: %s", exc)
+    except trio.BrokenResourceError as exc:  # e.g. a failed TLS handshake
+        logger.debug("connection broken: %r", exc)
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def _route(http: HTTPConnection, request: h11.Request, addresses: OriginAddresses) -> bool:
+    """Answer one request; False when the connection must not be reused."""
+    target = request.target.decode("ascii", errors="replace")
+    parts = urlsplit(target)
+    path = parts.path
+    logger.info("%s %s", request.method.decode("ascii", errors="replace"), target)
+    if path in WEBSOCKET_PATHS and (
+        path == "/echo" or _websocket.is_upgrade_request(request)
+    ):
+        return await _websocket_endpoint(http, request, path)
+    if path not in PLAIN_PATHS:
+        await http.send_error(404, f"no such endpoint: {path} (try /, /echo, /info, /timestamp)")
+        return False
+    if request.method not in (b"GET", b"HEAD"):
+        await http.send_error(405, "only GET and HEAD are allowed here", [("Allow", "GET, HEAD")])
+        return False
+    head_only = request.method == b"HEAD"
+    if path == "/":
+        await http.send_body(
+            200, [], page_html(), content_type="text/html; charset=utf-8", head_only=head_only
+        )
+    elif path == "/config":
+        await http.send_json(page_config(addresses), head_only=head_only)
+    elif path == "/info":
+        info = describe_request(request, describe_peer(http.stream), websocket=False)
+        await http.send_json(info, head_only=head_only)
+    else:  # /timestamp
+        try:
+            plan = _sse.parse_stream_request(parts.query, _last_event_id(request))
+        except _sse.StreamParameterError as exc:
+            await http.send_error(400, str(exc))
+            return False
+        await _sse.stream_timestamps(http, plan, head_only)
+        return False
+    return True
+
+
+def _last_event_id(request: h11.Request) -> str | None:
+    for name, value in request.headers:
+        if name == b"last-event-id":
+            return value.decode("utf-8", errors="replace")
+    return None
+
+
+async def _websocket_endpoint(http: HTTPConnection, request: h11.Request, path: str) -> bool:
+    handshake = _websocket.check_handshake(request)
+    if isinstance(handshake, _websocket.HandshakeRejected):
+        await http.send_error(handshake.status, handshake.message, handshake.headers)
+        return False
+    ws = await _websocket.accept(http, handshake)
+    first_message = None
+    if path == "/info":
+        info = describe_request(
+            request,
+            describe_peer(http.stream),
+            websocket=True,
+            subprotocol=handshake.subprotocol,
+            offered_subprotocols=handshake.offered_subprotocols,
+        )
+        first_message = json.dumps(info)
+    await _websocket.EchoSession(http, ws).run(first_message)
+    return False
