@@ -22,3 +22,20 @@ def require_binary(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def test_ca():  # type: ignore[no-untyped-def]
+    """A trustme CA whose server certificate covers the loopback names."""
+    from tunnelws_testnet.origin import make_test_ca
+
+    return make_test_ca()
+
+
+@pytest.fixture
+async def origin(nursery, test_ca):  # type: ignore[no-untyped-def]
+    """The origin test server on loopback, ws:// and wss://."""
+    from tunnelws_testnet.origin import OriginConfig, serve_origin
+
+    config = OriginConfig(tls_port=0, ssl_context=test_ca.server_context())
+    return await nursery.start(serve_origin, config)
