@@ -18,8 +18,11 @@ from ._errors import (
     TLSError,
     TunnelError,
 )
+from ._event_stream import EventStream, open_event_stream
+from ._event_stream import ReadyState as EventSourceState
 from ._proxy_url import ProxyURL
 from ._route import AUTO, ProxyDecision, resolve_proxy
+from ._sse import ServerSentEvent
 from ._target import Target, parse_target
 from ._transport import open_tunnel
 from ._version import __version__
@@ -31,6 +34,8 @@ __all__ = [
     "ConnectionLostError",
     "Credentials",
     "DirectConnectError",
+    "EventSourceState",
+    "EventStream",
     "HandshakeError",
     "PhaseTimeoutError",
     "ProxyAuthError",
@@ -42,11 +47,13 @@ __all__ = [
     "ProxyReplyError",
     "ProxyURL",
     "ReadyState",
+    "ServerSentEvent",
     "TLSError",
     "Target",
     "TunnelError",
     "WebSocketConnection",
     "__version__",
+    "open_event_stream",
     "open_tunnel",
     "open_websocket",
     "parse_target",
