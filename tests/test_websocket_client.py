@@ -306,3 +306,22 @@ async def test_keepalive_pings_keep_idle_killing_proxies_happy(nursery, origin, 
         else:
             await ws.send("after idle")
             assert await ws.receive() == "after idle"
+
+
+async def test_pipelined_large_messages_through_a_tunnel_do_not_deadlock(nursery, origin):
+    # Sending 64 KiB messages while receiving their echoes fills every socket
+    # buffer on the way; a reader that waited on the send side would hang.
+    proxy = await start_proxy(nursery)
+    message = bytes(range(256)) * 256
+    count = 300
+    async with open_websocket(origin.ws_url(), proxy=proxy.url) as ws:
+
+        async def sender() -> None:
+            for _ in range(count):
+                await ws.send(message)
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as senders:
+                senders.start_soon(sender)
+                for _ in range(count):
+                    assert await ws.receive() == message

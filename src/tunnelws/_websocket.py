@@ -18,12 +18,12 @@ import os
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -132,6 +132,7 @@ async def open_websocket(
     # as it was, not wrapped in an exception group.
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
+        connection._nursery = nursery
         nursery.start_soon(connection._read_frames)
         if ping_interval is not None:
             nursery.start_soon(connection._keepalive, ping_interval, ping_timeout or ping_interval)
@@ -252,7 +253,10 @@ class WebSocketConnection:
         close_timeout: float,
     ) -> None:
         self._stream = stream
-        self._protocol = protocol
+        # After the handshake, talk to wsproto's frame-level Connection
+        # directly: one layer of generators less on every message.
+        assert protocol.connection is not None
+        self._protocol: Connection = protocol.connection
         self.url = url
         self.subprotocol: str | None = accept.subprotocol
         self.response_headers: list[tuple[str, str]] = [
@@ -268,6 +272,11 @@ class WebSocketConnection:
         self._receivers = trio.lowlevel.ParkingLot()
         self._reader_waiting_for_space = trio.lowlevel.ParkingLot()
         self._send_lock = trio.StrictFIFOLock()
+        # Control frames the reader produced (pongs, close replies), written
+        # by a separate task so the reader never waits on the send side.
+        self._pending_control: deque[bytes] = deque()
+        self._flushing = False
+        self._nursery: trio.Nursery | None = None
         self._buffered = 0
         self._closed = trio.Event()
         self._pong = trio.Event()
@@ -367,7 +376,14 @@ class WebSocketConnection:
         return ConnectionClosed(self.close_code or 1005, "the WebSocket is closing")
 
     async def _send_event(self, event: Event) -> None:
-        async with self._send_lock:
+        lock = self._send_lock
+        # Uncontended (the usual case), take the lock without a scheduling
+        # round trip: send_all below is the checkpoint. Measurably faster.
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()
+        try:
             try:
                 data = self._protocol.send(event)
             except LocalProtocolError as exc:
@@ -377,6 +393,8 @@ class WebSocketConnection:
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 await self._lose(f"the connection broke while sending ({exc.__cause__ or exc})")
                 raise self._closed_error() from exc
+        finally:
+            lock.release()
 
     async def _read_frames(self) -> None:
         """Background task: bytes in, events out, until the connection ends."""
@@ -386,6 +404,10 @@ class WebSocketConnection:
                 for event in self._protocol.events():
                     await self._handle(event)
                 if self._protocol.state is ConnectionState.CLOSED:
+                    # Our close reply may still be queued: write it before
+                    # closing the stream, within the close timeout.
+                    with trio.move_on_after(self._close_timeout):
+                        await self._flush_control()
                     await self._end_cleanly()
                     return
                 data = await self._stream.receive_some(RECEIVE_SIZE)
@@ -404,7 +426,7 @@ class WebSocketConnection:
         if isinstance(event, Message):
             await self._collect(event)
         elif isinstance(event, Ping):
-            await self._send_quietly(event.response())
+            self._queue_control(event.response())
         elif isinstance(event, Pong):
             self._pong.set()
         elif isinstance(event, CloseConnection):
@@ -412,7 +434,7 @@ class WebSocketConnection:
             self.close_reason = event.reason or ""
             if self._protocol.state is ConnectionState.REMOTE_CLOSING:
                 self._state = ReadyState.CLOSING
-                await self._send_quietly(event.response())
+                self._queue_control(event.response())
 
     async def _collect(self, event: Message[Any]) -> None:
         self._fragments.append(event.data)
@@ -422,7 +444,7 @@ class WebSocketConnection:
             self._fragments_size = 0
             if self._state is ReadyState.OPEN:
                 self._state = ReadyState.CLOSING
-                await self._send_quietly(CloseConnection(code=1009, reason="message too big"))
+                self._queue_control(CloseConnection(code=1009, reason="message too big"))
             return
         if not event.message_finished:
             return
@@ -439,9 +461,31 @@ class WebSocketConnection:
         self._messages.append(message)
         self._receivers.unpark_all()
 
-    async def _send_quietly(self, event: Event) -> None:
-        with suppress(ConnectionClosed):
-            await self._send_event(event)
+    def _queue_control(self, event: Event) -> None:
+        """Serialize a control frame now (wsproto's state moves on at once)
+        and have it written without blocking the reader.
+
+        A reader that waited for the send lock could deadlock: a sender stuck
+        in send_all on a full socket waits for the peer to read, while the
+        peer waits for us to read.
+        """
+        try:
+            self._pending_control.append(self._protocol.send(event))
+        except LocalProtocolError:
+            return  # already closed: nothing to answer
+        if not self._flushing and self._nursery is not None:
+            self._flushing = True
+            self._nursery.start_soon(self._flush_control)
+
+    async def _flush_control(self) -> None:
+        try:
+            async with self._send_lock:
+                while self._pending_control:
+                    await self._stream.send_all(self._pending_control.popleft())
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            await self._lose(f"the connection broke while sending ({exc.__cause__ or exc})")
+        finally:
+            self._flushing = False
 
     async def _end_cleanly(self) -> None:
         code = self.close_code if self.close_code is not None else 1005
