@@ -17,8 +17,9 @@ import enum
 import os
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import trio
@@ -26,7 +27,6 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     AcceptConnection,
-    BytesMessage,
     CloseConnection,
     Event,
     Message,
@@ -40,6 +40,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from ._errors import ConnectionClosed, ConnectionLostError, HandshakeError
+from ._frames import OPCODE_BINARY, OPCODE_TEXT, data_frame
 from ._route import AUTO, ProxySetting
 from ._target import Target, parse_target
 from ._timeouts import PhaseClock
@@ -306,15 +307,14 @@ class WebSocketConnection:
             raise TypeError(f"message must be str or bytes, not {type(message).__name__}")
         if self._state is not ReadyState.OPEN:
             raise self._closed_error()
-        event: Event = (
-            TextMessage(data=message)
-            if isinstance(message, str)
-            else BytesMessage(data=bytes(message))
-        )
+        if isinstance(message, str):
+            opcode, payload = OPCODE_TEXT, message.encode()
+        else:
+            opcode, payload = OPCODE_BINARY, bytes(message)
         size = len(message)
         self._buffered += size
         try:
-            await self._send_event(event)
+            await self._send_serialized(partial(self._data_frame, opcode, payload))
         finally:
             self._buffered -= size
 
@@ -376,6 +376,18 @@ class WebSocketConnection:
         return ConnectionClosed(self.close_code or 1005, "the WebSocket is closing")
 
     async def _send_event(self, event: Event) -> None:
+        await self._send_serialized(partial(self._protocol.send, event))
+
+    def _data_frame(self, opcode: int, payload: bytes) -> bytes:
+        # Checked under the send lock: a close may have gone out while we
+        # waited for it.
+        if self._protocol.state is not ConnectionState.OPEN:
+            raise self._closed_error()
+        return data_frame(opcode, payload)
+
+    async def _send_serialized(self, serialize: Callable[[], bytes]) -> None:
+        """Serialize and write one frame under the send lock, so frames
+        leave in the order wsproto's state machine saw them."""
         lock = self._send_lock
         # Uncontended (the usual case), take the lock without a scheduling
         # round trip: send_all below is the checkpoint. Measurably faster.
@@ -385,7 +397,7 @@ class WebSocketConnection:
             lock.acquire_nowait()
         try:
             try:
-                data = self._protocol.send(event)
+                data = serialize()
             except LocalProtocolError as exc:
                 raise self._closed_error() from exc
             try:
