@@ -96,6 +96,7 @@ async def peers() -> AsyncIterator[Peers]:
 
 # -- the two clients behind one tiny interface -----------------------------------
 
+
 @asynccontextmanager
 async def tunnelws_client(peers: Peers) -> AsyncIterator[Client]:
     async with tunnelws.open_websocket(
@@ -140,6 +141,7 @@ CLIENTS: dict[str, Callable[[Peers], Any]] = {
 
 # -- measurements ----------------------------------------------------------------
 
+
 async def round_trips_per_s(client: Client, size: int, seconds: float) -> float:
     message = os.urandom(size)
     count = 0
@@ -154,24 +156,21 @@ async def round_trips_per_s(client: Client, size: int, seconds: float) -> float:
 
 
 async def pipelined_msgs_per_s(client: Client, size: int, seconds: float) -> float:
-    """Send for ``seconds`` without waiting for echoes, receive them all."""
+    """Send for ``seconds`` without waiting for echoes; a final 1-byte message,
+    echoed last, tells the receiver it has seen everything."""
     message = os.urandom(size)
-    sent = received = 0
-    sending = True
+    received = 0
     started = time.perf_counter()
 
     async def sender() -> None:
-        nonlocal sent, sending
         deadline = started + seconds
         while time.perf_counter() < deadline:
             await client.send(message)
-            sent += 1
-        sending = False
+        await client.send(b"!")
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sender)
-        while sending or received < sent:
-            assert len(await client.recv()) == size
+        while len(await client.recv()) == size:
             received += 1
     return received / (time.perf_counter() - started)
 
@@ -187,22 +186,30 @@ async def connect_to_first_echo_ms(name: str, peers: Peers, connects: int) -> fl
     return statistics.median(samples)
 
 
-async def measure(args: argparse.Namespace) -> list[tuple[str, float, float, str]]:
-    rows: list[tuple[str, float, float, str]] = []
+# A measurement that makes no progress for this long is reported as a hang.
+HANG_SECONDS = 20.0
+
+Row = tuple[str, float | None, float | None, str]
+
+
+async def measure(args: argparse.Namespace) -> list[Row]:
+    rows: list[Row] = []
     async with peers() as network:
 
-        async def both(
-            label: str, unit: str, run: Callable[[str], Awaitable[float]]
-        ) -> None:
-            values = {}
+        async def both(label: str, unit: str, run: Callable[[str], Awaitable[float]]) -> None:
+            values: dict[str, float | None] = {}
             for name in CLIENTS:
-                values[name] = await run(name)
+                values[name] = None
+                with trio.move_on_after(args.seconds * 3 + HANG_SECONDS):
+                    values[name] = await run(name)
             rows.append((label, values["tunnelws"], values["websockets"], unit))
-            print(f"  {label}: tunnelws {values['tunnelws']:.1f}, "
-                  f"websockets {values['websockets']:.1f} {unit}", file=sys.stderr)
+            print(f"  {label}: {values} {unit}", file=sys.stderr)
 
         for size, size_label in ((100, "100 B"), (65536, "64 KiB")):
-            for kind, fn in (("round trips", round_trips_per_s), ("pipelined", pipelined_msgs_per_s)):
+            for kind, fn in (
+                ("round trips", round_trips_per_s),
+                ("pipelined", pipelined_msgs_per_s),
+            ):
 
                 async def run(name: str, fn: Any = fn, size: int = size) -> float:
                     async with CLIENTS[name](network) as client:
@@ -217,7 +224,7 @@ async def measure(args: argparse.Namespace) -> list[tuple[str, float, float, str
     return rows
 
 
-def render(rows: list[tuple[str, float, float, str]]) -> str:
+def render(rows: list[Row]) -> str:
     lines = [
         f"Python {platform.python_version()}, trio {trio.__version__}, "
         f"websockets {websockets.__version__}, tunnelws {tunnelws.__version__}, "
@@ -226,10 +233,17 @@ def render(rows: list[tuple[str, float, float, str]]) -> str:
         "| measurement | tunnelws | websockets | ratio (higher is better for tunnelws) |",
         "|---|---:|---:|---:|",
     ]
+
+    def cell(value: float | None) -> str:
+        return "hangs" if value is None else f"{value:,.1f}"
+
     for label, ours, theirs, unit in rows:
-        # For times, lower is better: invert so the ratio always reads the same way.
-        ratio = theirs / ours if unit == "ms" else ours / theirs
-        lines.append(f"| {label} ({unit}) | {ours:,.1f} | {theirs:,.1f} | {ratio:.2f} |")
+        if ours is None or theirs is None:
+            ratio = "n/a"
+        else:
+            # For times lower is better: invert so the ratio always reads the same way.
+            ratio = f"{theirs / ours if unit == 'ms' else ours / theirs:.2f}"
+        lines.append(f"| {label} ({unit}) | {cell(ours)} | {cell(theirs)} | {ratio} |")
     return "\n".join(lines)
 
 

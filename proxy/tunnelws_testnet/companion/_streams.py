@@ -43,6 +43,12 @@ class PrefixedStream(trio.abc.Stream):
             raise trio.ClosedResourceError("inner stream cannot half-close")
 
 
+def prefixed(inner: trio.abc.Stream, prefix: bytes) -> trio.abc.Stream:
+    """``inner`` with ``prefix`` in front; ``inner`` itself when there is
+    none, so the usual tunnel pays for no extra layer on every read."""
+    return PrefixedStream(inner, prefix) if prefix else inner
+
+
 def socket_stream_of(stream: trio.abc.Stream) -> trio.SocketStream | None:
     """The TCP stream under any TLS or prefix wrappers."""
     seen = 0

@@ -1,0 +1,197 @@
+"""Tunnel relay speed: the companion proxy vs pproxy vs squid, in one run.
+
+For each proxy: throughput through CONNECT tunnels (64 KiB writes, one tunnel
+and 100 concurrent tunnels, MB/s) and the latency a proxy adds to a small
+round trip (median through the tunnel minus median direct). Every proxy runs
+in its own process with its defaults (the companion proxy's `open` profile);
+the client and the sink/echo origin are the same for all.
+
+    .venv/bin/python benchmarks/relay.py [--seconds 2]
+
+squid comes from Debian (skipped with a note when it is not installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+import tunnelws
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+ORIGIN_SCRIPT = """
+import asyncio
+
+async def echo(reader, writer):
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+async def discard(reader, writer):
+    while await reader.read(1 << 20):
+        pass
+    writer.close()
+
+async def main():
+    e = await asyncio.start_server(echo, "127.0.0.1", 0)
+    d = await asyncio.start_server(discard, "127.0.0.1", 0)
+    print(e.sockets[0].getsockname()[1], d.sockets[0].getsockname()[1], flush=True)
+    await asyncio.get_running_loop().create_future()
+
+asyncio.run(main())
+"""
+
+CHUNK = b"\x5a" * 65536
+
+
+@asynccontextmanager
+async def spawn(args: list[str], ready: re.Pattern[bytes]) -> AsyncIterator[re.Match[bytes]]:
+    process = await trio.lowlevel.open_process(
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        assert process.stdout is not None
+        output = b""
+        with trio.fail_after(15):
+            while not (match := ready.search(output)):
+                chunk = await process.stdout.receive_some()
+                if not chunk:
+                    raise RuntimeError(f"{args} did not start: {output!r}")
+                output += chunk
+        yield match
+    finally:
+        process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
+
+
+@contextlib.contextmanager
+def squid() -> Iterator[str | None]:
+    try:
+        from peers import run_squid
+    except ImportError:
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            with run_squid(tmp_path=Path(tmp), allow_ports=None) as proxy:
+                yield proxy.url
+        except BaseException as exc:  # not installed (pytest's skip) or failed to start
+            if exc.__class__.__name__ in ("Skipped", "Failed", "PeerStartError"):
+                print(f"  squid: not measured ({exc})", file=sys.stderr)
+                yield None
+            else:
+                raise
+
+
+async def throughput_mb_s(proxy: str | None, port: int, tunnels: int, seconds: float) -> float:
+    total = 0
+    streams = [
+        await tunnelws.open_tunnel("127.0.0.1", port, scheme="http", proxy=proxy)
+        for _ in range(tunnels)
+    ]
+    deadline = trio.current_time() + seconds
+
+    async def pump(stream: trio.abc.Stream) -> None:
+        nonlocal total
+        while trio.current_time() < deadline:
+            await stream.send_all(CHUNK)
+            total += len(CHUNK)
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for stream in streams:
+            nursery.start_soon(pump, stream)
+    elapsed = time.perf_counter() - started
+    for stream in streams:
+        await stream.aclose()
+    return total / elapsed / 1e6
+
+
+async def median_round_trip_us(proxy: str | None, port: int, seconds: float) -> float:
+    stream = await tunnelws.open_tunnel("127.0.0.1", port, scheme="http", proxy=proxy)
+    samples = []
+    deadline = time.perf_counter() + seconds
+    async with stream:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            await stream.send_all(b"ping")
+            received = b""
+            while len(received) < 4:
+                received += await stream.receive_some()
+            samples.append((time.perf_counter() - started) * 1e6)
+    return statistics.median(samples)
+
+
+async def measure(seconds: float) -> list[tuple[str, float, float, float]]:
+    origin_ready = re.compile(rb"^(\d+) (\d+)\s", re.M)
+    rows = []
+    async with (
+        spawn([sys.executable, "-u", "-c", ORIGIN_SCRIPT], origin_ready) as ports,
+        spawn(
+            [sys.executable, "-u", "-m", "tunnelws", "proxy"],
+            re.compile(rb"listening on (http://\S+)"),
+        ) as companion,
+        spawn(
+            [sys.executable, "-u", "-m", "pproxy", "-l", "http://127.0.0.1:0"],
+            re.compile(rb"Serving on .*?:(\d+) by http"),
+        ) as pproxy,
+    ):
+        echo_port, discard_port = int(ports.group(1)), int(ports.group(2))
+        direct = await median_round_trip_us(None, echo_port, seconds)
+        with squid() as squid_url:
+            proxies = {
+                "tunnelws proxy": companion.group(1).decode(),
+                "pproxy": f"http://127.0.0.1:{int(pproxy.group(1))}",
+            }
+            if squid_url:
+                proxies["squid"] = squid_url
+            for name, url in proxies.items():
+                one = await throughput_mb_s(url, discard_port, 1, seconds)
+                hundred = await throughput_mb_s(url, discard_port, 100, seconds)
+                added = await median_round_trip_us(url, echo_port, seconds) - direct
+                rows.append((name, one, hundred, added))
+                print(
+                    f"  {name}: {one:.0f} MB/s, {hundred:.0f} MB/s x100, +{added:.0f} us",
+                    file=sys.stderr,
+                )
+    return rows
+
+
+def render(rows: list[tuple[str, float, float, float]]) -> str:
+    base = {name: (one, hundred, added) for name, one, hundred, added in rows}["pproxy"]
+    lines = [
+        "| proxy | 1 tunnel (MB/s) | 100 tunnels (MB/s) | added latency (us) "
+        "| vs pproxy: throughput 1 / 100, latency |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, one, hundred, added in rows:
+        lines.append(
+            f"| {name} | {one:,.0f} | {hundred:,.0f} | {added:,.0f} | "
+            f"{one / base[0]:.2f} / {hundred / base[1]:.2f}, {added / base[2]:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0)
+    args = parser.parse_args()
+    print(render(trio.run(measure, args.seconds)))
+
+
+if __name__ == "__main__":
+    main()
