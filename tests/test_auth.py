@@ -346,10 +346,10 @@ def test_unsupported_schemes_are_listed() -> None:
     auth = ProxyAuthenticator(CREDS, authority=AUTHORITY)
     auth.initial_authorization()
     with pytest.raises(ProxyAuthError) as info:
-        auth.respond(reply_407("Negotiate", "NTLM", "Negotiate"))
-    assert "no supported authentication scheme: Negotiate, NTLM" in str(info.value)
-    assert "supports Basic and Digest" in str(info.value)
-    assert info.value.schemes == ["Negotiate", "NTLM"]
+        auth.respond(reply_407("Bearer", "Mutual", "Bearer"))
+    assert "no supported authentication scheme: Bearer, Mutual" in str(info.value)
+    assert "supports Negotiate, NTLM, Digest, Basic" in str(info.value)
+    assert info.value.schemes == ["Bearer", "Mutual"]
 
 
 def test_407_without_challenge() -> None:

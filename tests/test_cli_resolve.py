@@ -90,13 +90,13 @@ def test_verbose_httpoxy(
     assert "attacker" not in err  # the ignored value is not even shown
 
 
-def test_verbose_socks_is_reported_with_a_warning(
+def test_verbose_socks5h_says_the_proxy_resolves(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("ALL_PROXY", "socks5h://tor.local")
     code, out, err = run(["wss://ws.example", "-v"], capsys)
     assert (code, out) == (0, "socks5h://tor.local:1080\n")
-    assert "SOCKS proxies are not supported yet" in err
+    assert "SOCKS5, the proxy resolves 'ws.example'" in err
 
 
 def test_explicit_proxy_beats_environment_and_no_proxy(

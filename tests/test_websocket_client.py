@@ -325,3 +325,18 @@ async def test_pipelined_large_messages_through_a_tunnel_do_not_deadlock(nursery
                 senders.start_soon(sender)
                 for _ in range(count):
                     assert await ws.receive() == message
+
+
+async def test_restricting_schemes_keeps_basic_off_the_wire(nursery, origin) -> None:
+    digest_keepalive = DIGEST_407.replace(b"Connection: close\r\n", b"")
+    proxy = await start_proxy(nursery, Step(reply=digest_keepalive, then="next"), Step())
+    reply = await echo_once(
+        origin.ws_url(),
+        proxy=proxy.url,
+        proxy_auth=("alice", "s3cret"),
+        proxy_auth_schemes="digest",
+    )
+    assert reply == "hello"
+    first, second = (request.decode() for request in proxy.requests)
+    assert "Proxy-Authorization" not in first  # no preemptive Basic
+    assert "Proxy-Authorization: Digest " in second

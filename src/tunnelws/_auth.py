@@ -1,40 +1,58 @@
 """Proxy authentication, Sans-IO: parse 407 challenges, compute the answer.
 
 Client side only (the companion test proxy has its own, independent server
-side, so each checks the other). Supported: Basic (RFC 7617) and Digest
+side, so each checks the other). Supported: Basic (RFC 7617), Digest
 (RFC 7616: MD5, MD5-sess, SHA-256, SHA-256-sess, SHA-512-256 and its -sess
 variant where the local OpenSSL has it; qop=auth, qop=auth-int and the legacy
-RFC 2069 form without qop; userhash; ``username*`` for non-ASCII names).
+RFC 2069 form without qop; userhash; ``username*`` for non-ASCII names), and
+NTLM and Negotiate (RFC 4559) through pyspnego, which computes the tokens.
 
 :class:`ProxyAuthenticator` is the per-attempt state machine. It allows at
-most two CONNECTs per tunnel attempt: the first (with preemptive Basic when
-credentials are known) and one answer to a 407. A second 407 is final.
+most two *authentication attempts* per tunnel: the optional preemptive Basic
+and one answer to a challenge. For Basic and Digest an attempt is one CONNECT;
+for NTLM and Negotiate it is a handshake of two CONNECTs (token, then the
+answer to the proxy's challenge token) that must share one connection, since
+those schemes authenticate the connection rather than the request. A hard cap
+of :data:`MAX_CONNECTS` CONNECTs per tunnel holds whatever the proxy sends.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import re
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Protocol
 from urllib.parse import quote
 
 from ._connect import ProxyReply
 from ._errors import ProxyAuthError
 
 __all__ = [
+    "MAX_CONNECTS",
+    "SCHEME_PREFERENCE",
     "Challenge",
     "Credentials",
     "ProxyAuthenticator",
+    "SecurityContext",
     "basic_authorization",
     "digest_response",
     "parse_challenges",
 ]
 
-SUPPORTED_SCHEMES = ("Basic", "Digest")
+#: Schemes tunnelws answers, strongest first: the order used when a proxy
+#: offers several (Negotiate moves behind NTLM when no Kerberos ticket exists).
+SCHEME_PREFERENCE = ("Negotiate", "NTLM", "Digest", "Basic")
+SUPPORTED_SCHEMES = ("Basic", "Digest", "NTLM", "Negotiate")
+#: Hard cap on CONNECT requests per tunnel: preemptive Basic, then a
+#: connection-bound handshake (2), plus one spare leg for a Negotiate exchange
+#: that needs it. Reaching it is an error, never a loop.
+MAX_CONNECTS = 4
+_CONNECTION_BOUND = ("ntlm", "negotiate")
 
 # -- challenge parsing (RFC 9110 11.6.1) ---------------------------------------
 
@@ -320,17 +338,75 @@ def _secret_cnonce() -> str:
     return secrets.token_hex(16)
 
 
+class SecurityContext(Protocol):
+    """The part of a pyspnego client context tunnelws uses (one handshake)."""
+
+    def step(self, in_token: bytes | None = None) -> bytes | None: ...
+
+
+#: Makes a security context: ``(credentials or None, protocol, proxy host)``,
+#: protocol ``"ntlm"`` or ``"negotiate"``. ``None`` credentials mean "whatever
+#: the environment offers" (a Kerberos ticket, pyspnego's ``NTLM_USER_FILE``).
+ContextFactory = Callable[[Credentials | None, str, str], SecurityContext]
+
+
+def spnego_context(credentials: Credentials | None, protocol: str, host: str) -> SecurityContext:
+    """A pyspnego client context for ``HTTP@host`` (raises if unavailable)."""
+    import spnego  # deferred: only NTLM/Negotiate proxies need it
+
+    username = credentials.username if credentials is not None else None
+    password = credentials.password if credentials is not None else None
+    context: SecurityContext = spnego.client(
+        username, password, hostname=host or "unspecified", service="HTTP", protocol=protocol
+    )
+    return context
+
+
+def kerberos_available(credentials: Credentials | None, host: str) -> bool:
+    """True when a Kerberos token for ``HTTP@host`` can be made from a ticket
+    already in the cache (python-gssapi installed, ``kinit`` done).
+
+    The password is deliberately not used: getting a ticket with it would mean
+    a KDC round trip just to choose a scheme. Without python-gssapi this
+    returns False at once; with it, making the token may ask the KDC for a
+    service ticket (a blocking call, as in every Kerberos client).
+    """
+    del credentials  # the ticket cache decides, see above
+    try:
+        import spnego
+
+        spnego.client(hostname=host or "unspecified", service="HTTP", protocol="kerberos").step()
+    except Exception:  # ImportError without gssapi, SpnegoError without a ticket
+        return False
+    return True
+
+
+@dataclass
+class _Handshake:
+    """A connection-bound exchange (NTLM or Negotiate) in progress."""
+
+    scheme: str  # as the proxy spelled it
+    context: SecurityContext
+    legs: int = 1  # tokens sent so far
+
+
 class ProxyAuthenticator:
-    """Per tunnel attempt. Never lets a caller send more than two CONNECTs.
+    """Per tunnel attempt. Never lets a caller send more than
+    :data:`MAX_CONNECTS` CONNECTs, nor more than two authentication attempts.
 
     Use: send the first CONNECT with :meth:`initial_authorization` (if not
     None) as ``Proxy-Authorization``; on a 407, call :meth:`respond` and send
-    the second CONNECT with its result. :meth:`respond` raises
-    :class:`~tunnelws.ProxyAuthError` instead of ever allowing a third.
+    the next CONNECT with its result; when :attr:`connection_bound` is true
+    that CONNECT must go on the same connection. :meth:`respond` raises
+    :class:`~tunnelws.ProxyAuthError` instead of ever allowing a loop.
 
-    ``authority`` is the CONNECT target (``host:port``), the Digest ``uri``.
-    ``preemptive_basic=False`` waits for a challenge before sending Basic
-    credentials (useful to keep a password off a Digest-only proxy's wire).
+    ``authority`` is the CONNECT target (``host:port``), the Digest ``uri``;
+    ``proxy_host`` names the proxy for NTLM/Negotiate (the ``HTTP@host``
+    service). ``preemptive_basic=False`` waits for a challenge before sending
+    Basic credentials (useful to keep a password off a Digest-only proxy's
+    wire). ``schemes`` restricts and orders the schemes tried (default
+    :data:`SCHEME_PREFERENCE`); ``context_factory`` makes NTLM/Negotiate
+    contexts (default pyspnego).
     """
 
     def __init__(
@@ -338,15 +414,26 @@ class ProxyAuthenticator:
         credentials: Credentials | None,
         *,
         authority: str,
+        proxy_host: str = "",
         cnonce_factory: Callable[[], str] = _secret_cnonce,
         preemptive_basic: bool = True,
+        schemes: Sequence[str] | None = None,
+        context_factory: ContextFactory = spnego_context,
+        kerberos_check: Callable[[Credentials | None, str], bool] = kerberos_available,
     ) -> None:
         self._credentials = credentials
         self._authority = authority
+        self._proxy_host = proxy_host
         self._cnonce_factory = cnonce_factory
-        self._preemptive_basic = preemptive_basic
+        self._schemes = _normalise_schemes(schemes)
+        self._preemptive_basic = preemptive_basic and "basic" in self._schemes
+        self._context_factory = context_factory
+        self._kerberos_check = kerberos_check
         self._sent: str | None = None  # scheme of the last Proxy-Authorization sent
         self._answered = False
+        self._handshake: _Handshake | None = None
+        self._connects = 1  # the first CONNECT is always sent
+        self.notes: list[str] = []  # why a scheme was skipped, for the trace
 
     def __repr__(self) -> str:
         return (
@@ -356,40 +443,67 @@ class ProxyAuthenticator:
 
     @property
     def scheme_used(self) -> str | None:
-        """``"Basic"`` or ``"Digest"`` once credentials were sent, else None."""
+        """The scheme of the last credentials sent (``"Basic"``, ``"Digest"``,
+        ``"NTLM"``, ``"Negotiate"``), else None."""
         return self._sent
+
+    @property
+    def connection_bound(self) -> bool:
+        """True while an NTLM/Negotiate handshake needs the current connection."""
+        return self._handshake is not None
 
     def initial_authorization(self) -> str | None:
         """``Proxy-Authorization`` for the first CONNECT: preemptive Basic when
         credentials are known (proxies such as pproxy never send a challenge
-        worth waiting for), else None."""
+        worth waiting for), else None. A ``DOMAIN\\user`` name marks Windows
+        credentials, meant for NTLM/Negotiate: no Basic is sent for those, so
+        the password never crosses the wire in clear to an NTLM proxy."""
         if self._credentials is None or not self._preemptive_basic or self._sent is not None:
+            return None
+        if "\\" in self._credentials.username:
             return None
         self._sent = "Basic"
         return basic_authorization(self._credentials)
 
-    def respond(self, reply: ProxyReply) -> str:
+    def respond(self, reply: ProxyReply, *, connection_reusable: bool = True) -> str:
         """``Proxy-Authorization`` for the next CONNECT, answering a 407.
+
+        ``connection_reusable`` says whether the connection that carried
+        ``reply`` stays open; an NTLM/Negotiate challenge on a connection the
+        proxy closes cannot be answered (the answer is only valid on that
+        connection), which is reported instead of retried.
 
         Raises :class:`~tunnelws.ProxyAuthError` (carrying the reply and the
         offered schemes) when there is nothing sensible to send: no
-        credentials, credentials already rejected, no supported scheme, or
-        this is the second 407 of the attempt.
+        credentials, credentials already rejected, no supported scheme, a
+        broken handshake, or the CONNECT cap reached.
         """
         if reply.status != 407:
             raise ValueError(f"respond() needs a 407 reply, not {reply.status}")
         challenges = parse_challenges(reply.get_all("Proxy-Authenticate"))
         offered = list(dict.fromkeys(challenge.scheme for challenge in challenges))
-        credentials = self._credentials
-        if credentials is None:
+        if self._connects >= MAX_CONNECTS:
             raise self._error(
                 reply,
                 offered,
-                f"proxy requires authentication ({_describe(reply, offered)}) but no proxy "
-                "credentials were given; put them in the proxy URL "
-                "(http://USER:PASSWORD@HOST:PORT, percent-encoding special characters) "
-                "or pass proxy_auth=(USER, PASSWORD)",
+                f"giving up after {self._connects} CONNECTs: the proxy keeps answering 407 "
+                f"({_describe(reply, offered)})",
             )
+        if self._handshake is not None:
+            answer = self._continue_handshake(
+                self._handshake, reply, challenges, offered, connection_reusable
+            )
+        else:
+            answer = self._start_attempt(reply, challenges, offered)
+        self._connects += 1
+        return answer
+
+    # -- a new attempt -------------------------------------------------------
+
+    def _start_attempt(
+        self, reply: ProxyReply, challenges: list[Challenge], offered: list[str]
+    ) -> str:
+        credentials = self._credentials
         if self._answered:
             stale = any(
                 _is_true(c.params.get("stale")) for c in challenges if c.scheme.lower() == "digest"
@@ -398,47 +512,163 @@ class ProxyAuthenticator:
             raise self._error(
                 reply,
                 offered,
-                f"proxy rejected the {self._sent} credentials for user {credentials.username!r} "
+                f"proxy rejected the {self._sent} credentials{_for_user(credentials)} "
                 f"({_describe(reply, offered)}){hint}",
             )
         self._answered = True
 
-        plans = [
-            plan
-            for plan in (_plan_digest(c) for c in challenges if c.scheme.lower() == "digest")
-            if plan is not None
-        ]
-        if plans:
-            best = min(plans, key=lambda plan: plan.rank)  # min keeps the first of equals
-            self._sent = "Digest"
-            return self._digest_authorization(best, credentials)
-        if any(challenge.scheme.lower() == "basic" for challenge in challenges):
-            if self._sent == "Basic":
-                raise self._error(
-                    reply,
-                    offered,
-                    f"proxy rejected the Basic credentials for user {credentials.username!r} "
-                    f"({_describe(reply, offered)})",
-                )
-            self._sent = "Basic"
-            return basic_authorization(credentials)
+        for scheme in self._preference(challenges):
+            if scheme in _CONNECTION_BOUND:
+                answer = self._start_handshake(scheme, challenges)
+                if answer is not None:
+                    return answer
+                continue
+            if credentials is None:
+                continue
+            if scheme == "digest":
+                plans = [
+                    plan
+                    for plan in (
+                        _plan_digest(c) for c in challenges if c.scheme.lower() == "digest"
+                    )
+                    if plan is not None
+                ]
+                if plans:
+                    best = min(plans, key=lambda plan: plan.rank)  # min keeps the first of equals
+                    self._sent = "Digest"
+                    return self._digest_authorization(best, credentials)
+            elif scheme == "basic":
+                if self._sent == "Basic":
+                    raise self._error(
+                        reply,
+                        offered,
+                        f"proxy rejected the Basic credentials{_for_user(credentials)} "
+                        f"({_describe(reply, offered)})",
+                    )
+                self._sent = "Basic"
+                return basic_authorization(credentials)
+        raise self._error(reply, offered, self._nothing_to_send(reply, challenges, offered))
+
+    def _preference(self, challenges: list[Challenge]) -> list[str]:
+        """Offered schemes we may use, lower case, in the order to try them."""
+        offered = {c.scheme.lower() for c in challenges}
+        order = [scheme for scheme in self._schemes if scheme in offered]
+        # Negotiate without a Kerberos ticket would only wrap NTLM in SPNEGO;
+        # plain NTLM is the better-supported form of the same thing.
+        if (
+            "negotiate" in order
+            and "ntlm" in order
+            and order.index("negotiate") < order.index("ntlm")
+            and not self._kerberos_check(self._credentials, self._proxy_host)
+        ):
+            order.remove("negotiate")
+            order.insert(order.index("ntlm") + 1, "negotiate")
+            self.notes.append("no Kerberos ticket: NTLM preferred over Negotiate")
+        return order
+
+    def _start_handshake(self, scheme: str, challenges: list[Challenge]) -> str | None:
+        spelled = next(c.scheme for c in challenges if c.scheme.lower() == scheme)
+        try:
+            context = self._context_factory(self._credentials, scheme, self._proxy_host)
+            token = context.step()
+        except Exception as exc:  # ImportError, SpnegoError: this scheme is not usable here
+            self.notes.append(f"{spelled} not usable: {_safe_reason(exc)}")
+            return None
+        if not token:
+            self.notes.append(f"{spelled} not usable: no initial token")
+            return None
+        self._handshake = _Handshake(spelled, context)
+        self._sent = spelled
+        return f"{spelled} {base64.b64encode(token).decode('ascii')}"
+
+    # -- continuing NTLM / Negotiate ------------------------------------------
+
+    def _continue_handshake(
+        self,
+        handshake: _Handshake,
+        reply: ProxyReply,
+        challenges: list[Challenge],
+        offered: list[str],
+        connection_reusable: bool,
+    ) -> str:
+        scheme = handshake.scheme
+        self._handshake = None  # whatever happens next, this leg ends here
+        token68 = next(
+            (c.token68 for c in challenges if c.scheme.lower() == scheme.lower() and c.token68),
+            None,
+        )
+        if token68 is None:
+            # A bare "NTLM" challenge after our token: the proxy said no.
+            what = "credentials" if handshake.legs > 1 else "initial token"
+            raise self._error(
+                reply,
+                offered,
+                f"proxy rejected the {scheme} {what}{_for_user(self._credentials)} "
+                f"({_describe(reply, offered)})",
+            )
+        if not connection_reusable:
+            raise self._error(
+                reply,
+                offered,
+                f"proxy closed the connection after its {scheme} challenge; {scheme} "
+                "authenticates one connection, so the answer cannot be sent on a new one "
+                "(the proxy must keep the connection open: check its keep-alive settings, "
+                "or use Basic/Digest)",
+            )
+        try:
+            token = handshake.context.step(base64.b64decode(token68, validate=True))
+        except (binascii.Error, ValueError) as exc:
+            raise self._error(
+                reply, offered, f"proxy sent a malformed {scheme} challenge token: {exc}"
+            ) from None
+        except Exception as exc:  # SpnegoError: a challenge pyspnego cannot answer
+            raise self._error(
+                reply,
+                offered,
+                f"cannot answer the proxy's {scheme} challenge: {_safe_reason(exc)}",
+            ) from None
+        if not token:
+            raise self._error(
+                reply,
+                offered,
+                f"proxy rejected the {scheme} credentials{_for_user(self._credentials)} "
+                f"({_describe(reply, offered)})",
+            )
+        self._handshake = _Handshake(scheme, handshake.context, handshake.legs + 1)
+        return f"{scheme} {base64.b64encode(token).decode('ascii')}"
+
+    def _nothing_to_send(
+        self, reply: ProxyReply, challenges: list[Challenge], offered: list[str]
+    ) -> str:
         if not challenges:
-            message = "proxy answered 407 without a usable Proxy-Authenticate challenge"
-        else:
-            unusable_digest = [
-                c.params.get("algorithm", "MD5") for c in challenges if c.scheme.lower() == "digest"
-            ]
-            detail = (
-                f" (Digest offered only with algorithm {', '.join(unusable_digest)} or "
-                "without realm/nonce)"
-                if unusable_digest
-                else ""
+            return "proxy answered 407 without a usable Proxy-Authenticate challenge"
+        offered_lower = {scheme.lower() for scheme in offered}
+        usable = [s for s in self._schemes if s in offered_lower]
+        if self._credentials is None and usable:
+            notes = f" ({'; '.join(self.notes)})" if self.notes else ""
+            return (
+                f"proxy requires authentication ({_describe(reply, offered)}) but no proxy "
+                "credentials were given; put them in the proxy URL "
+                "(http://USER:PASSWORD@HOST:PORT, percent-encoding special characters) "
+                f"or pass proxy_auth=(USER, PASSWORD){notes}"
             )
-            message = (
-                f"proxy offers no supported authentication scheme: {', '.join(offered)}"
-                f"{detail}; tunnelws supports {' and '.join(SUPPORTED_SCHEMES)}"
-            )
-        raise self._error(reply, offered, message)
+        unusable_digest = [
+            c.params.get("algorithm", "MD5") for c in challenges if c.scheme.lower() == "digest"
+        ]
+        detail = (
+            f" (Digest offered only with algorithm {', '.join(unusable_digest)} or "
+            "without realm/nonce)"
+            if unusable_digest and "digest" in self._schemes
+            else ""
+        )
+        if self.notes:
+            detail += f" ({'; '.join(self.notes)})"
+        allowed = [s for s in SCHEME_PREFERENCE if s.lower() in self._schemes]
+        return (
+            f"proxy offers no supported authentication scheme: {', '.join(offered)}"
+            f"{detail}; tunnelws {'supports' if len(allowed) == 4 else 'is allowed'} "
+            f"{', '.join(allowed)}"
+        )
 
     def _digest_authorization(self, plan: _DigestPlan, credentials: Credentials) -> str:
         params = plan.challenge.params
@@ -491,6 +721,36 @@ class ProxyAuthenticator:
             body=reply.body,
             schemes=offered,
         )
+
+
+def _normalise_schemes(schemes: Sequence[str] | None) -> tuple[str, ...]:
+    if schemes is None:
+        return tuple(scheme.lower() for scheme in SCHEME_PREFERENCE)
+    known = {scheme.lower() for scheme in SCHEME_PREFERENCE}
+    chosen = tuple(dict.fromkeys(scheme.strip().lower() for scheme in schemes))
+    unknown = [scheme for scheme in chosen if scheme not in known]
+    if unknown or not chosen:
+        raise ValueError(
+            f"unknown proxy authentication scheme(s) {', '.join(map(repr, unknown)) or '(none)'}; "
+            f"choose from {', '.join(SCHEME_PREFERENCE)}"
+        )
+    return chosen
+
+
+def _for_user(credentials: Credentials | None) -> str:
+    if credentials is None:
+        return " from the environment"
+    return f" for user {credentials.username!r}"
+
+
+def _safe_reason(exc: BaseException) -> str:
+    """An exception's text without anything that could be a secret.
+
+    pyspnego messages name the missing piece, never the password; still,
+    only the first line is kept and any Proxy-Authorization-like token cut.
+    """
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return re.sub(r"[A-Za-z0-9+/]{40,}={0,2}", "***", text)[:300]
 
 
 def _describe(reply: ProxyReply, offered: list[str]) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -449,6 +449,7 @@ async def open_event_stream(
     proxy_headers: Iterable[tuple[str, str]] | None = None,
     ssl_context: ssl.SSLContext | None = None,
     proxy_ssl_context: ssl.SSLContext | None = None,
+    proxy_auth_schemes: Sequence[str] | None = None,
     headers: Iterable[tuple[str, str]] = (),
     connect_timeout: float = 10.0,
     reconnect: bool = True,
@@ -501,6 +502,7 @@ async def open_event_stream(
                 proxy_headers=route_headers,
                 ssl_context=ssl_context,
                 proxy_ssl_context=proxy_ssl_context,
+                proxy_auth_schemes=proxy_auth_schemes,
                 connect_timeout=connect_timeout,
                 trace=trace,
             )

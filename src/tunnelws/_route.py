@@ -13,6 +13,13 @@ docs/proxy-selection.md) in the order they are applied:
    invalid value is a :class:`ProxyConfigError`, whatever the host.
 3. Loopback hosts never use a proxy from the environment.
 4. ``no_proxy`` (then ``NO_PROXY``) entries send matching hosts direct.
+5. With no variable set, a PAC URL from the OS settings (Windows registry,
+   macOS preferences) is used where pypac can read one.
+
+A value starting with ``pac+`` (``pac+file:///...``, ``pac+http://...``,
+``pac+wpad:``), explicit or in a variable, is a PAC setting: the decision then
+carries :attr:`ProxyDecision.pac` and the transport asks the script (see
+``_pac``) for the list of proxies to try.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from ._no_proxy import NoProxyRules
+from ._pac import PAC_PREFIX, PacSource, os_pac_url
 from ._proxy_url import ProxyURL
 from ._target import Target, parse_target
 
@@ -83,6 +91,7 @@ class ProxyDecision:
     an entry matched) or ``None`` for built-in rules and the default.
     ``considered`` lists the variables looked at, in order; ``notes`` holds
     anything else worth showing with ``-v`` (ignored variables or entries).
+    ``pac`` is set (and ``proxy`` is None) when a PAC script decides.
     """
 
     proxy: ProxyURL | None
@@ -90,9 +99,16 @@ class ProxyDecision:
     source: str | None
     considered: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    pac: PacSource | None = None
 
     def __str__(self) -> str:
+        if self.pac is not None:
+            return str(self.pac)
         return "DIRECT" if self.proxy is None else self.proxy.redacted()
+
+
+def _is_pac(value: str) -> bool:
+    return value.strip().lower().startswith(PAC_PREFIX)
 
 
 def proxy_variable_names(scheme: str) -> tuple[str, ...]:
@@ -137,6 +153,9 @@ def resolve_proxy(
         return ProxyDecision(None, "proxy=None: direct", EXPLICIT_SOURCE)
     if isinstance(proxy, ProxyURL):
         return ProxyDecision(proxy, "explicit proxy argument", EXPLICIT_SOURCE)
+    if isinstance(proxy, str) and _is_pac(proxy):
+        pac = PacSource.parse(proxy, source=EXPLICIT_SOURCE)
+        return ProxyDecision(None, "explicit PAC setting", EXPLICIT_SOURCE, pac=pac)
     if isinstance(proxy, str):
         parsed = ProxyURL.parse(proxy, source=EXPLICIT_SOURCE)
         return ProxyDecision(parsed, "explicit proxy argument", EXPLICIT_SOURCE)
@@ -148,7 +167,7 @@ def resolve_proxy(
 def _from_environment(target: Target, env: Mapping[str, str]) -> ProxyDecision:
     considered: list[str] = []
     notes: list[str] = []
-    chosen: tuple[str, ProxyURL] | None = None
+    chosen: tuple[str, ProxyURL | PacSource] | None = None
     for name in proxy_variable_names(target.scheme):
         # Presence, not non-emptiness: in a CGI process HTTP_PROXY comes from
         # the client's "Proxy:" request header and must never be trusted.
@@ -161,9 +180,19 @@ def _from_environment(target: Target, env: Mapping[str, str]) -> ProxyDecision:
         if value is not None:
             # Parsed before any bypass rule: a broken variable is reported
             # for every URL, not only for the ones that happen to use it.
-            chosen = (name, ProxyURL.parse(value, source=name))
+            parsed: ProxyURL | PacSource = (
+                PacSource.parse(value, source=name)
+                if _is_pac(value)
+                else ProxyURL.parse(value, source=name)
+            )
+            chosen = (name, parsed)
             break
 
+    if chosen is None:
+        os_pac = os_pac_url() if env is os.environ else None
+        if os_pac is not None:
+            chosen = ("OS proxy settings", PacSource.parse(PAC_PREFIX + os_pac, source="OS"))
+            notes.append(f"PAC URL from the OS proxy settings: {os_pac}")
     if chosen is None:
         rule = "no proxy variable is set"
         if notes:
@@ -190,5 +219,8 @@ def _from_environment(target: Target, env: Mapping[str, str]) -> ProxyDecision:
             return ProxyDecision(None, rule, no_proxy_name, tuple(considered), tuple(notes))
         break  # only the first set no_proxy variable counts
 
+    if isinstance(proxy_url, PacSource):
+        rule = f"{name} names a PAC script (used for {target.scheme}://)"
+        return ProxyDecision(None, rule, name, tuple(considered), tuple(notes), pac=proxy_url)
     rule = f"{name} is set (used for {target.scheme}://)"
     return ProxyDecision(proxy_url, rule, name, tuple(considered), tuple(notes))

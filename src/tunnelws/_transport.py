@@ -24,11 +24,14 @@ from ._errors import (
     ProxyRefusedError,
     TLSError,
 )
+from ._pac import default_resolver
 from ._proxy_url import ProxyURL
-from ._route import AUTO, ProxySetting, resolve_proxy
+from ._route import AUTO, ProxyDecision, ProxySetting, resolve_proxy
+from ._socks import open_socks_tunnel
 from ._target import Target, format_authority, normalize_host
 from ._timeouts import PhaseClock
 from ._trace import Trace, trace_head
+from ._trust import default_ssl_context
 from ._version import USER_AGENT
 
 __all__ = [
@@ -59,6 +62,9 @@ class RouteOptions:
     connect_timeout: float = 10.0
     trace: Trace | None = field(default=None, compare=False)
     env: dict[str, str] | None = None
+    # Restricts and orders the proxy authentication schemes (None: strongest
+    # first, see tunnelws._auth.SCHEME_PREFERENCE).
+    proxy_auth_schemes: tuple[str, ...] | None = None
 
     def credentials_for(self, proxy: ProxyURL) -> Credentials | None:
         """``proxy_auth`` wins over credentials embedded in the proxy URL."""
@@ -84,6 +90,7 @@ async def open_tunnel(
     proxy_auth: ProxyAuth = None,
     proxy_headers: HeaderList = (),
     proxy_ssl_context: ssl.SSLContext | None = None,
+    proxy_auth_schemes: Sequence[str] | None = None,
     connect_timeout: float = 10.0,
     trace: Trace | None = None,
 ) -> trio.abc.Stream:
@@ -100,10 +107,18 @@ async def open_tunnel(
         proxy_auth=proxy_auth,
         proxy_headers=tuple(proxy_headers),
         proxy_ssl_context=proxy_ssl_context,
+        proxy_auth_schemes=scheme_names(proxy_auth_schemes),
         connect_timeout=connect_timeout,
         trace=trace,
     )
     return await open_route_stream(target, options, PhaseClock(connect_timeout))
+
+
+def scheme_names(schemes: Sequence[str] | None) -> tuple[str, ...] | None:
+    # A lone string would otherwise be read as a sequence of one-letter names.
+    if isinstance(schemes, str):
+        return (schemes,)
+    return None if schemes is None else tuple(schemes)
 
 
 async def open_origin_stream(
@@ -114,6 +129,7 @@ async def open_origin_stream(
     proxy_headers: HeaderList | None = None,
     ssl_context: ssl.SSLContext | None = None,
     proxy_ssl_context: ssl.SSLContext | None = None,
+    proxy_auth_schemes: Sequence[str] | None = None,
     connect_timeout: float = 10.0,
     trace: Trace | None = None,
 ) -> trio.abc.Stream:
@@ -124,6 +140,7 @@ async def open_origin_stream(
         proxy_headers=tuple(proxy_headers or ()),
         ssl_context=ssl_context,
         proxy_ssl_context=proxy_ssl_context,
+        proxy_auth_schemes=scheme_names(proxy_auth_schemes),
         connect_timeout=connect_timeout,
         trace=trace,
     )
@@ -137,7 +154,7 @@ async def connect_origin(
     stream = await open_route_stream(target, options, clock)
     if not target.secure:
         return stream
-    context = options.ssl_context or ssl.create_default_context()
+    context = options.ssl_context or default_ssl_context()
     return await start_tls(
         stream, context, target.host, peer="origin", clock=clock, trace=options.trace
     )
@@ -146,20 +163,82 @@ async def connect_origin(
 async def open_route_stream(
     target: Target, options: RouteOptions, clock: PhaseClock
 ) -> trio.abc.Stream:
-    """A plain stream to ``target.host:port``: direct or through a tunnel."""
+    """A plain stream to ``target.host:port``: direct or through a tunnel.
+
+    With a PAC script, its routes are tried in order: a route whose proxy
+    (or, for DIRECT, the origin) cannot be reached is recorded in the trace
+    and the next one is tried; any other failure (auth, refusal, TLS) ends
+    the attempt, as in browsers.
+    """
     decision = resolve_proxy(target.url, options.proxy, env=options.env)
     trace = options.trace
     if trace:
         trace(f"* Route for {target.url}: {decision} ({decision.rule})")
-    proxy = decision.proxy
-    if proxy is None:
-        return await _connect_tcp(target.host, target.port, clock, trace, via_proxy=False)
-    if proxy.scheme not in ("http", "https"):
+    routes = await _candidate_routes(decision, target, clock, trace)
+    failures: list[str] = []
+    for number, route in enumerate(routes, start=1):
+        try:
+            return await _open_route(route, target, options, clock, decision)
+        except (DirectConnectError, ProxyConnectError) as exc:
+            if len(routes) == 1:
+                raise
+            label = "DIRECT" if route is None else route.redacted()
+            failures.append(f"{label}: {exc}")
+            if trace:
+                trace(f"* Route {number}/{len(routes)} {label} failed: {exc}")
+            if number == len(routes):
+                summary = f"every route from {decision} failed: " + "; ".join(failures)
+                if isinstance(exc, DirectConnectError):
+                    raise DirectConnectError(summary) from exc
+                raise ProxyConnectError(summary) from exc
+    raise AssertionError("unreachable: routes is never empty")  # pragma: no cover
+
+
+async def _candidate_routes(
+    decision: ProxyDecision, target: Target, clock: PhaseClock, trace: Trace | None
+) -> tuple[ProxyURL | None, ...]:
+    if decision.pac is None:
+        return (decision.proxy,)
+    with clock.phase("route", f"evaluating the PAC script {decision.pac}"):
+        answer = await default_resolver().find_proxy(decision.pac, target, log=_star(trace))
+    if trace:
+        cached = " (cached)" if answer.cached else ""
+        trace(f"* PAC {answer.script_url} says for {answer.query_url}: {answer.text!r}{cached}")
+        for note in answer.notes:
+            trace(f"* {note}")
+        order = ", ".join("DIRECT" if r is None else r.redacted() for r in answer.routes)
+        trace(f"* Attempt order: {order or '(none)'}")
+    if not answer.routes:
         raise ProxyConfigError(
-            f"{proxy.scheme}:// proxies are not supported yet ({proxy}); use http:// or https://",
-            source=decision.source,
+            f"the PAC script {answer.script_url} gave no usable route for {answer.query_url}: "
+            f"{answer.text!r}",
+            source=decision.pac.source,
         )
-    return await _open_connect_tunnel(proxy, target, options, clock)
+    return answer.routes
+
+
+def _star(trace: Trace | None) -> Trace | None:
+    if trace is None:
+        return None
+    return lambda line: trace(f"* {line}")
+
+
+async def _open_route(
+    route: ProxyURL | None,
+    target: Target,
+    options: RouteOptions,
+    clock: PhaseClock,
+    decision: ProxyDecision,
+) -> trio.abc.Stream:
+    if route is None:
+        return await _connect_tcp(target.host, target.port, clock, options.trace, via_proxy=False)
+    if route.scheme in ("socks5", "socks5h"):
+        return await open_socks_tunnel(
+            route, target, options.credentials_for(route), clock, options.trace
+        )
+    if route.scheme not in ("http", "https"):  # pragma: no cover - ProxyURL.parse rejects others
+        raise ProxyConfigError(f"unsupported proxy scheme in {route}", source=decision.source)
+    return await _open_connect_tunnel(route, target, options, clock)
 
 
 async def _connect_tcp(
@@ -243,7 +322,15 @@ async def _open_connect_tunnel(
     proxy: ProxyURL, target: Target, options: RouteOptions, clock: PhaseClock
 ) -> trio.abc.Stream:
     trace = options.trace
-    authenticator = ProxyAuthenticator(options.credentials_for(proxy), authority=target.authority)
+    try:
+        authenticator = ProxyAuthenticator(
+            options.credentials_for(proxy),
+            authority=target.authority,
+            proxy_host=proxy.host,
+            schemes=options.proxy_auth_schemes,
+        )
+    except ValueError as exc:  # an unknown scheme name in proxy_auth_schemes
+        raise ProxyConfigError(str(exc)) from None
     authorization = authenticator.initial_authorization()
     stream = await _connect_proxy(proxy, options, clock)
     try:
@@ -274,12 +361,22 @@ async def _open_connect_tunnel(
                 return _prefixed(stream, leftover)
             if reply.status != 407:
                 raise _refusal(reply, target)
-            authorization = authenticator.respond(reply)
-            if trace:
-                trace(f"* Answering the proxy's challenge with {authenticator.scheme_used}")
             # Bytes beyond the reply mean the proxy is out of step with us:
-            # a new connection is safer than reusing this one.
-            if not reply.reusable or leftover:
+            # a new connection is safer than reusing this one. NTLM and
+            # Negotiate cannot move to a new one mid-handshake: respond()
+            # turns that into a clear error.
+            reusable = reply.reusable and not leftover
+            noted = len(authenticator.notes)
+            try:
+                authorization = authenticator.respond(reply, connection_reusable=reusable)
+            finally:
+                if trace:
+                    for note in authenticator.notes[noted:]:
+                        trace(f"* {note}")
+            if trace:
+                step = " (a connection-bound handshake)" if authenticator.connection_bound else ""
+                trace(f"* Answering the proxy's challenge with {authenticator.scheme_used}{step}")
+            if not reusable:
                 if trace:
                     trace("* The proxy closed the connection after 407; retrying on a new one")
                 await stream.aclose()
@@ -296,7 +393,7 @@ async def _connect_proxy(
         proxy.host, proxy.port, clock, options.trace, via_proxy=True
     )
     if proxy.scheme == "https":
-        context = options.proxy_ssl_context or ssl.create_default_context()
+        context = options.proxy_ssl_context or default_ssl_context()
         stream = await start_tls(
             stream, context, proxy.host, peer="proxy", clock=clock, trace=options.trace
         )

@@ -45,7 +45,7 @@ from ._route import AUTO, ProxySetting
 from ._target import Target, parse_target
 from ._timeouts import PhaseClock
 from ._trace import Trace, trace_head
-from ._transport import HeaderList, ProxyAuth, RouteOptions, connect_origin
+from ._transport import HeaderList, ProxyAuth, RouteOptions, connect_origin, scheme_names
 
 __all__ = ["ReadyState", "WebSocketConnection", "open_websocket"]
 
@@ -72,6 +72,7 @@ async def open_websocket(
     proxy_headers: HeaderList | None = None,
     ssl_context: ssl.SSLContext | None = None,
     proxy_ssl_context: ssl.SSLContext | None = None,
+    proxy_auth_schemes: Sequence[str] | None = None,
     subprotocols: Sequence[str] = (),
     extra_headers: HeaderList = (),
     connect_timeout: float = 10.0,
@@ -84,10 +85,11 @@ async def open_websocket(
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket to ``url`` (``ws://`` or ``wss://``) along its route.
 
-    The proxy is found as ``proxy`` says (``AUTO``: from the environment;
-    ``None``: direct; a URL: that proxy). Through a proxy the connection is an
-    HTTP CONNECT tunnel, answering Basic or Digest challenges with
-    ``proxy_auth`` or the proxy URL's credentials; for ``wss://`` TLS runs end
+    The proxy is found as ``proxy`` says (``AUTO``: from the environment,
+    PAC included; ``None``: direct; a URL: that proxy). Through a proxy the
+    connection is an HTTP CONNECT tunnel (or SOCKS5), answering Negotiate,
+    NTLM, Digest or Basic challenges (``proxy_auth_schemes`` restricts which)
+    with ``proxy_auth`` or the proxy URL's credentials; for ``wss://`` TLS runs end
     to end inside the tunnel, verified with ``ssl_context`` (default: the
     system's CAs and ``SSL_CERT_FILE``).
 
@@ -109,6 +111,7 @@ async def open_websocket(
         proxy_headers=tuple(proxy_headers or ()),
         ssl_context=ssl_context,
         proxy_ssl_context=proxy_ssl_context,
+        proxy_auth_schemes=scheme_names(proxy_auth_schemes),
         connect_timeout=connect_timeout,
         trace=trace,
     )

@@ -1,4 +1,5 @@
-"""Server-side proxy authentication: Basic (RFC 7617) and Digest (RFC 7616).
+"""Server-side proxy authentication: Basic (RFC 7617), Digest (RFC 7616), and
+NTLM / Negotiate (connection-bound; verified by pyspnego, see ``_ntlm``).
 
 Written independently of the tunnelws client's auth code on purpose, so the
 two check each other. Pure: header values in, verdicts out. Digest nonces are
@@ -16,9 +17,21 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["AuthResult", "Authenticator", "DigestAlgorithm", "parse_auth_params"]
+from ._ntlm import NTLMAcceptor, NTLMSession
+
+__all__ = [
+    "AuthResult",
+    "AuthScheme",
+    "Authenticator",
+    "DigestAlgorithm",
+    "NTLMSession",
+    "parse_auth_params",
+]
+
+AuthScheme = Literal["basic", "digest", "ntlm", "negotiate"]
+_SCHEME_NAMES = {"basic": "Basic", "digest": "Digest", "ntlm": "NTLM", "negotiate": "Negotiate"}
 
 DigestAlgorithm = Literal["MD5", "SHA-256"]
 _HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
@@ -55,6 +68,9 @@ class AuthResult:
     # Why a credential was refused: for the log, never containing secrets.
     reason: str = ""
     stale: bool = False
+    # NTLM messages decoded from this header and the challenge it produced
+    # (type, flags, names; never response bytes), for the log.
+    messages: tuple[dict[str, Any], ...] = ()
 
 
 class Authenticator:
@@ -65,12 +81,12 @@ class Authenticator:
         user: str,
         password: str,
         *,
-        scheme: Literal["basic", "digest"] = "basic",
+        scheme: AuthScheme = "basic",
         realm: str = "tunnelws",
         digest_algorithm: DigestAlgorithm = "MD5",
         nonce_lifetime: float = 300.0,
     ) -> None:
-        if scheme not in ("basic", "digest"):
+        if scheme not in _SCHEME_NAMES:
             raise ValueError(f"unknown auth scheme {scheme!r}")
         if digest_algorithm not in _HASHES:
             raise ValueError(f"unsupported digest algorithm {digest_algorithm!r}")
@@ -84,14 +100,39 @@ class Authenticator:
         self.nonce_lifetime = nonce_lifetime
         self._secret = secrets.token_bytes(32)
         self._opaque = secrets.token_hex(8)
+        self._ntlm = (
+            NTLMAcceptor(user, password, protocol=scheme)
+            if scheme in ("ntlm", "negotiate")
+            else None
+        )
+
+    @property
+    def connection_bound(self) -> bool:
+        """NTLM and Negotiate authenticate a connection, not a request."""
+        return self._ntlm is not None
+
+    def new_session(self) -> NTLMSession:
+        """Per-connection state; pass it to :meth:`verify` and :meth:`challenge`."""
+        return NTLMSession()
+
+    def close(self) -> None:
+        if self._ntlm is not None:
+            self._ntlm.close()
 
     def __repr__(self) -> str:
         return f"Authenticator(user={self.user!r}, password='***', scheme={self.scheme!r})"
 
     # -- challenges ---------------------------------------------------------
 
-    def challenge(self, *, stale: bool = False) -> str:
-        """The ``Proxy-Authenticate`` value for a 407."""
+    def challenge(self, *, stale: bool = False, session: NTLMSession | None = None) -> str:
+        """The ``Proxy-Authenticate`` value for a 407 (for NTLM/Negotiate: the
+        pending challenge token of ``session``, or the bare scheme name)."""
+        if self._ntlm is not None:
+            name = _SCHEME_NAMES[self.scheme]
+            token = session.pending_token if session is not None else None
+            if session is not None:
+                session.pending_token = None
+            return f"{name} {base64.b64encode(token).decode()}" if token else name
         if self.scheme == "basic":
             return f'Basic realm="{self.realm}", charset="UTF-8"'
         parts = [
@@ -124,16 +165,37 @@ class Authenticator:
 
     # -- verification -------------------------------------------------------
 
-    def verify(self, method: str, uri: str, header: str | None) -> AuthResult:
-        """Check a ``Proxy-Authorization`` value for a request ``method uri``."""
+    def verify(
+        self, method: str, uri: str, header: str | None, session: NTLMSession | None = None
+    ) -> AuthResult:
+        """Check a ``Proxy-Authorization`` value for a request ``method uri``.
+
+        NTLM and Negotiate need the connection's ``session``: a type 1
+        message yields a not-ok result with the challenge left in the session.
+        """
         if header is None:
             return AuthResult(False, reason="no credentials")
         scheme, _, rest = header.strip().partition(" ")
         if scheme.lower() != self.scheme:
             return AuthResult(False, reason=f"scheme {scheme[:16]!r} not accepted")
+        if self._ntlm is not None:
+            return self._verify_ntlm(rest.strip(), session or NTLMSession())
         if self.scheme == "basic":
             return self._verify_basic(rest.strip())
         return self._verify_digest(method, uri, rest)
+
+    def _verify_ntlm(self, token: str, session: NTLMSession) -> AuthResult:
+        assert self._ntlm is not None
+        try:
+            raw = base64.b64decode(token, validate=True)
+        except (ValueError, binascii.Error):
+            return AuthResult(False, reason=f"malformed {self.scheme} token")
+        seen = len(session.messages)
+        user, reason = self._ntlm.accept(session, raw)
+        messages = tuple(session.messages[seen:])
+        if user is None:
+            return AuthResult(False, reason=reason, messages=messages)
+        return AuthResult(True, user, messages=messages)
 
     def _verify_basic(self, token: str) -> AuthResult:
         try:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from ._auth import Authenticator, DigestAlgorithm
+from ._auth import Authenticator, AuthScheme, DigestAlgorithm
 from ._log import LogSink
 from ._policy import HostRules, Policy
 from ._quirks import ReplyQuirks
@@ -27,7 +26,9 @@ class ProxyConfig:
         ssl_context: serve TLS to clients (an ``https://`` proxy).
     Authentication (off when ``auth`` is None):
         auth: ``(user, password)`` clients must present.
-        auth_scheme: ``"basic"`` or ``"digest"`` (qop=auth).
+        auth_scheme: ``"basic"``, ``"digest"`` (qop=auth), ``"ntlm"`` or
+            ``"negotiate"`` (NTLM inside SPNEGO; both verified by pyspnego,
+            user ``DOMAIN\\user`` or ``user``; connection-bound).
         realm: the challenge's realm.
         digest_algorithm: ``"MD5"`` or ``"SHA-256"``.
         close_after_407: close the connection after each 407 (clients must
@@ -67,7 +68,7 @@ class ProxyConfig:
     port: int = 0
     ssl_context: ssl.SSLContext | None = None
     auth: tuple[str, str] | None = field(default=None, repr=False)
-    auth_scheme: Literal["basic", "digest"] = "basic"
+    auth_scheme: AuthScheme = "basic"
     realm: str = "tunnelws"
     digest_algorithm: DigestAlgorithm = "MD5"
     close_after_407: bool = False

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from ._auth import Authenticator
+from ._auth import Authenticator, NTLMSession
 from ._config import ProxyConfig
 from ._forward import rewrite_request
 from ._intercept import InterceptCA, InterceptFailed, intercept_streams
@@ -31,7 +31,7 @@ from ._request import (
     parse_authority,
 )
 from ._stats import ProxyStats
-from ._streams import PrefixedStream, can_half_close, send_reply
+from ._streams import can_half_close, prefixed, send_reply
 
 __all__ = ["RunningProxy", "serve_proxy"]
 
@@ -65,6 +65,8 @@ class _Client:
         self.peer = peer
         self.max_head_bytes = max_head_bytes
         self.leftover = b""
+        # NTLM/Negotiate state: those schemes authenticate the connection.
+        self.auth_session = NTLMSession()
 
 
 class _Proxy:
@@ -198,8 +200,10 @@ class _Proxy:
         # A transparent proxy is invisible to the client, so it cannot challenge.
         if self.authenticator is not None and (is_connect or absolute):
             result = self.authenticator.verify(
-                head.method, head.target, head.get("proxy-authorization")
+                head.method, head.target, head.get("proxy-authorization"), client.auth_session
             )
+            for message in result.messages:
+                self.log.emit("auth-message", client=client.peer, ntlm=message)
             if not result.ok:
                 return await self._challenge(client, head, result.reason, result.stale)
             user = result.user
@@ -248,7 +252,12 @@ class _Proxy:
             credentials=head.get("proxy-authorization") is not None,
             detail=reason,
         )
-        headers = [("Proxy-Authenticate", self.authenticator.challenge(stale=stale))]
+        headers = [
+            (
+                "Proxy-Authenticate",
+                self.authenticator.challenge(stale=stale, session=client.auth_session),
+            )
+        ]
         if close:
             headers.append(("Connection", "close"))
         else:
@@ -332,7 +341,7 @@ class _Proxy:
         self.stats.tunnels_open += 1
         intercepted = False
         try:
-            client_side: trio.abc.Stream = PrefixedStream(client.stream, client.leftover)
+            client_side: trio.abc.Stream = prefixed(client.stream, client.leftover)
             origin_side: trio.abc.Stream = origin
             if self.ca is not None:
                 first = client.leftover
@@ -411,7 +420,7 @@ class _Proxy:
             await trio.aclose_forcefully(origin)
             await self._refuse_fields(client, 502, "origin closed the connection", fields)
             return
-        result = await self._relay(PrefixedStream(client.stream, client.leftover), origin)
+        result = await self._relay(prefixed(client.stream, client.leftover), origin)
         self.log.emit(
             "forward",
             upgrade=head.get("upgrade") is not None,

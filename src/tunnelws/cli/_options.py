@@ -11,6 +11,7 @@ from typing import Any
 
 from .._errors import TunnelError
 from .._route import AUTO
+from .._trust import default_ssl_context
 
 __all__ = ["add_route_arguments", "parse_header", "report_error", "route_kwargs", "stderr_trace"]
 
@@ -44,6 +45,14 @@ def add_route_arguments(parser: argparse.ArgumentParser) -> None:
         help="proxy credentials (Basic or Digest, whichever the proxy asks for)",
     )
     parser.add_argument(
+        "--proxy-auth-scheme",
+        metavar="SCHEME",
+        action="append",
+        default=[],
+        help="only answer with this scheme (negotiate, ntlm, digest, basic; repeatable); "
+        "default: the strongest the proxy offers",
+    )
+    parser.add_argument(
         "--proxy-header",
         metavar="'K: V'",
         type=parse_header,
@@ -71,11 +80,11 @@ def add_route_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _context_trusting(cafile: str | None) -> ssl.SSLContext | None:
+    """The OS trust store plus ``cafile`` (added, not replacing it); None
+    without a file, leaving the transport's default (the OS store)."""
     if cafile is None:
         return None
-    context = ssl.create_default_context()
-    context.load_verify_locations(cafile)
-    return context
+    return default_ssl_context(cafile)
 
 
 def stderr_trace(line: str) -> None:
@@ -94,6 +103,7 @@ def route_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "proxy_auth": args.proxy_user,
         "proxy_headers": args.proxy_header,
         "ssl_context": _context_trusting(args.cacert),
+        "proxy_auth_schemes": args.proxy_auth_scheme or None,
         "proxy_ssl_context": _context_trusting(args.proxy_cacert),
         "connect_timeout": args.connect_timeout,
         "trace": stderr_trace if args.verbose else None,

@@ -73,7 +73,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add("--log", metavar="FILE", help="append one JSON line per request/tunnel ('-' = stdout)")
     auth = parser.add_argument_group("authentication")
     auth.add_argument("--auth", type=_user_pass, metavar="USER:PASS", help="require credentials")
-    auth.add_argument("--auth-scheme", choices=["basic", "digest"], help="default basic")
+    auth.add_argument(
+        "--auth-scheme",
+        choices=["basic", "digest", "ntlm", "negotiate"],
+        help="default basic; ntlm/negotiate take --auth 'DOMAIN\\USER:PASS' or USER:PASS",
+    )
     auth.add_argument("--realm", help="challenge realm (tunnelws)")
     auth.add_argument("--digest-algorithm", choices=["MD5", "SHA-256"], help="default MD5")
     auth.add_argument(

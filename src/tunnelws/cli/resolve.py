@@ -2,7 +2,10 @@
 
 Prints ``DIRECT`` or the (redacted) proxy URL on stdout. With ``-v`` it also
 explains the decision on stderr, curl style: every variable looked at and its
-redacted value, ignored entries, and the rule that decided.
+redacted value, ignored entries, and the rule that decided. When a PAC script
+decides, it is fetched and run (the only case where ``resolve`` touches the
+network): stdout shows the first route, ``-v`` the script's answer and the
+order in which the routes would be tried.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ import os
 import sys
 from collections.abc import Mapping
 
+import trio
+
 from .._errors import ProxyConfigError
-from .._proxy_url import redact_proxy_value
+from .._pac import PacAnswer, default_resolver
+from .._proxy_url import ProxyURL, redact_proxy_value
 from .._route import AUTO, NO_PROXY_VARIABLES, ProxyDecision, ProxySetting, resolve_proxy
-from .._target import parse_target
+from .._target import Target, parse_target
 
 __all__ = ["register", "run"]
 
@@ -65,14 +71,29 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
         print(f"tunnelws resolve: {exc}", file=sys.stderr)
         return exc.exit_code
 
+    answer: PacAnswer | None = None
+    if decision.pac is not None:
+        pac = decision.pac
+        try:
+            answer = trio.run(default_resolver().find_proxy, pac, parse_target(args.url))
+        except ProxyConfigError as exc:
+            print(f"tunnelws resolve: {exc}", file=sys.stderr)
+            return exc.exit_code
+
     if args.verbose:
-        for line in explain(args.url, decision, environ):
+        for line in explain(args.url, decision, environ, answer):
             print(f"* {line}", file=sys.stderr)
-    print(decision)
+    if answer is not None:
+        first = answer.routes[0] if answer.routes else None
+        print("DIRECT" if first is None else first.redacted())
+    else:
+        print(decision)
     return EXIT_OK
 
 
-def explain(url: str, decision: ProxyDecision, env: Mapping[str, str]) -> list[str]:
+def explain(
+    url: str, decision: ProxyDecision, env: Mapping[str, str], pac: PacAnswer | None = None
+) -> list[str]:
     """The ``-v`` lines (without the ``* `` prefix), credentials redacted."""
     target = parse_target(url)
     lines = [f"URL {target.url} -> host {target.host!r}, port {target.port}"]
@@ -89,12 +110,27 @@ def explain(url: str, decision: ProxyDecision, env: Mapping[str, str]) -> list[s
         lines.append(f"{name} = {shown}")
     lines.extend(decision.notes)
     lines.append(f"Rule: {decision.rule}")
+    if pac is not None:
+        lines.append(f"PAC script: {pac.script_url}")
+        lines.append(f"PAC FindProxyForURL({pac.query_url!r}, {target.host!r}) = {pac.text!r}")
+        lines.extend(pac.notes)
+        for number, route in enumerate(pac.routes, start=1):
+            shown = f"direct to {target.authority}" if route is None else _via(route, target)
+            lines.append(f"Attempt {number}: {shown}")
+        if len(pac.routes) > 1:
+            lines.append("Failover: the next route is tried when a proxy cannot be reached")
+        return lines
     proxy = decision.proxy
     if proxy is None:
         lines.append(f"Route: direct to {target.authority}")
-    elif proxy.scheme.startswith("socks"):
-        lines.append(f"Route: via {proxy} to {target.authority}")
-        lines.append("Note: SOCKS proxies are not supported yet; connecting would fail")
     else:
-        lines.append(f"Route: via {proxy} (CONNECT {target.authority})")
+        lines.append(f"Route: {_via(proxy, target)}")
     return lines
+
+
+def _via(proxy: ProxyURL, target: Target) -> str:
+    if proxy.scheme == "socks5h":
+        return f"via {proxy} (SOCKS5, the proxy resolves {target.host!r})"
+    if proxy.scheme == "socks5":
+        return f"via {proxy} (SOCKS5, {target.host!r} resolved by this client)"
+    return f"via {proxy} (CONNECT {target.authority})"
