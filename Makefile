@@ -5,6 +5,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# mitmproxy (a real TLS-intercepting proxy for the check tests) pins its own
+# dependencies, so it lives in a venv of its own; 11.x runs on Python 3.11.
+MITM_VENV := .venv-mitmproxy
+MITM_STAMP := $(MITM_VENV)/.installed
+NODE_ADAPTER := proxy/adapters/node_ws
+NODE_STAMP := $(NODE_ADAPTER)/node_modules/.installed
 
 .PHONY: demo test lint typecheck unit system-deps bench clean
 
@@ -12,6 +18,15 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(MITM_STAMP):
+	$(PYTHON) -m venv $(MITM_VENV)
+	$(MITM_VENV)/bin/python -m pip install --quiet 'mitmproxy>=11,<12'
+	touch $@
+
+$(NODE_STAMP): $(NODE_ADAPTER)/package-lock.json
+	cd $(NODE_ADAPTER) && npm ci --silent --no-audit --no-fund
 	touch $@
 
 demo: $(STAMP)
@@ -26,13 +41,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(MITM_STAMP) $(NODE_STAMP)
 	$(BIN)/pytest
 
 test: system-deps lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/relay.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MITM_VENV) $(NODE_ADAPTER)/node_modules .pytest_cache .mypy_cache .ruff_cache

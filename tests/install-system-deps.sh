@@ -3,11 +3,13 @@
 # running as root with apt-get available; otherwise the tests that need them
 # skip with a reason (and fail under CI=true).
 set -eu
-packages="squid tinyproxy curl openssl nftables iproute2 chromium microsocks"
+packages="squid tinyproxy curl openssl nftables iproute2 chromium microsocks libnss3-tools"
 missing=""
 for pkg in $packages; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
 done
+# Node runs the Node `ws` adapter; any node >= 20 will do, however installed.
+command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "note: not root or no apt-get; tests needing:$missing will skip" >&2

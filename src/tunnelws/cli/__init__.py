@@ -15,7 +15,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 # Subcommand modules, in the order ``tunnelws --help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("connect", "resolve", "events", "serve", "proxy", "demo")
+COMMAND_MODULES: tuple[str, ...] = ("connect", "resolve", "events", "serve", "proxy", "check", "demo")
 
 EXIT_USAGE = 2
 
