@@ -1,0 +1,61 @@
+"""The harness's client contract, shared by the Python adapters.
+
+The harness runs an adapter with ``TUNNELWS_URL`` (the ``ws://``/``wss://``
+echo URL), ``TUNNELWS_MESSAGE`` (what to send) and optionally
+``TUNNELWS_IDLE`` (seconds to wait after the first echo before sending the
+message once more), plus the proxy and CA variables of the scenario. The
+adapter prints each echo on its own line and exits 0, or prints the client
+library's error on stderr and exits 1. Proxy and CA variables are left for the
+client library to read: measuring what it does with them is the point.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import NoReturn
+
+#: Every adapter gives up after this many seconds (plus the idle wait).
+DEADLINE = 20.0
+
+
+@dataclass(frozen=True)
+class Contract:
+    url: str
+    message: str
+    idle: float
+
+    @property
+    def rounds(self) -> int:
+        return 2 if self.idle > 0 else 1
+
+    @property
+    def deadline(self) -> float:
+        return DEADLINE + self.idle
+
+
+def read_contract(name: str) -> Contract:
+    url = os.environ.get("TUNNELWS_URL", "")
+    if not url:
+        fail(name, "TUNNELWS_URL is not set")
+    try:
+        idle = float(os.environ.get("TUNNELWS_IDLE", "0") or 0)
+    except ValueError:
+        fail(name, "TUNNELWS_IDLE must be a number of seconds")
+    return Contract(url=url, message=os.environ.get("TUNNELWS_MESSAGE", "hello"), idle=idle)
+
+
+def echoed(text: str | bytes) -> None:
+    """Print one echo (bytes decoded as UTF-8) and flush at once."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    print(text, flush=True)
+
+
+def fail(name: str, error: BaseException | str) -> NoReturn:
+    """Report the library's own error (type and message) and exit 1."""
+    if isinstance(error, BaseException):
+        error = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    print(f"{name}: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(1)

@@ -1,0 +1,195 @@
+"""Harness adapter: headless Debian chromium, driven by playwright.
+
+Proxy: chromium gets ``--proxy-server`` and ``--proxy-bypass-list`` built from
+the scenario's variables the way chromium's own Linux environment reader maps
+them: ``http_proxy`` serves ``ws://``, ``https_proxy`` serves ``wss://``,
+``all_proxy`` only when neither is set, and each ``no_proxy`` entry bypasses
+the name and its subdomains. Chromium never takes credentials from the proxy
+URL (a desktop user types them into a dialog; headless there is none), so a
+proxy that asks for them fails with chromium's own error.
+
+Trust: chromium ignores ``SSL_CERT_FILE``; on Linux it trusts the NSS database
+in ``$HOME/.pki/nssdb``. The adapter runs chromium with a temporary ``HOME``
+whose NSS database holds the scenario's CA (imported with ``certutil`` from
+Debian's libnss3-tools), exactly as a corporate CA is installed for a user.
+Certificate errors are never ignored.
+
+The page is ``about:blank``; a script opens the WebSocket, sends, and returns
+the echo; the browser console (which carries chromium's ``net::ERR_...``
+reason) is copied to stderr on failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from _contract import Contract, echoed, fail, read_contract
+from playwright.async_api import ProxySettings, async_playwright
+
+NAME = "chromium"
+CHROMIUM = os.environ.get("TUNNELWS_CHROMIUM", "/usr/bin/chromium")
+
+# Each echo is logged to the console with this prefix and printed at once,
+# so a failure after the first echo still shows it, as with the other adapters.
+ECHO_PREFIX = "tunnelws-echo:"
+
+SCRIPT = """
+async ([url, message, rounds, idleMs, ECHO]) => {
+  const ws = new WebSocket(url);
+  let wake = null;
+  const failure = new Promise((_, reject) => {
+    ws.onerror = () => reject(new Error("WebSocket error"));
+    ws.onclose = (e) => reject(new Error(`closed ${e.code} ${e.reason}`));
+  });
+  ws.onmessage = (e) => {
+    console.log(ECHO + e.data);
+    if (wake) wake();
+  };
+  await Promise.race([new Promise((r) => { ws.onopen = r; }), failure]);
+  for (let i = 0; i < rounds; i++) {
+    if (i) await new Promise((r) => setTimeout(r, idleMs));
+    const got = new Promise((r) => { wake = r; });
+    ws.send(message);
+    await Promise.race([got, failure]);
+  }
+  ws.onclose = null;
+  ws.close(1000);
+}
+"""
+
+
+def _env(*names: str) -> str:
+    for name in names:
+        value = os.environ.get(name.lower()) or os.environ.get(name.upper())
+        if value:
+            return value
+    return ""
+
+
+def _proxy_for(url: str) -> str:
+    """The proxy chromium's environment reader would pick for ``url``."""
+    scheme_variable = "https_proxy" if urlsplit(url).scheme == "wss" else "http_proxy"
+    return _env(scheme_variable) or _env("all_proxy")
+
+
+def _bypass_list() -> str:
+    rules: list[str] = []
+    for entry in _env("no_proxy").replace(",", " ").split():
+        name = entry.lstrip("*").lstrip(".")
+        rules += [entry] if entry == "*" or "/" in entry else [name, f"*.{name}"]
+    return ";".join(rules)
+
+
+def _trust_store(home: Path) -> None:
+    """Install the scenario's CA bundle into chromium's NSS database."""
+    bundle = os.environ.get("SSL_CERT_FILE")
+    if not bundle:
+        return
+    certutil = shutil.which("certutil")
+    if certutil is None:
+        fail(NAME, "certutil is missing (apt-get install libnss3-tools): cannot install the CA")
+    database = home / ".pki" / "nssdb"
+    database.mkdir(parents=True)
+    subprocess.run([certutil, "-d", f"sql:{database}", "-N", "--empty-password"], check=True)
+    pems = Path(bundle).read_text().split("-----END CERTIFICATE-----")
+    for index, pem in enumerate(p for p in pems if "BEGIN CERTIFICATE" in p):
+        certificate = home / f"ca{index}.pem"
+        certificate.write_text(pem + "-----END CERTIFICATE-----\n")
+        subprocess.run(
+            [
+                certutil,
+                "-d",
+                f"sql:{database}",
+                "-A",
+                "-t",
+                "C,,",
+                "-n",
+                f"ca{index}",
+                "-i",
+                str(certificate),
+            ],
+            check=True,
+        )
+
+
+def _playwright_proxy(url: str) -> ProxySettings | None:
+    proxy = _proxy_for(url)
+    if not proxy:
+        return None
+    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    server = f"{parts.scheme}://{parts.hostname}:{parts.port}" if parts.port else proxy
+    settings: ProxySettings = {"server": server, "bypass": _bypass_list()}
+    if parts.username is not None:
+        # Chromium takes no credentials on its command line; playwright
+        # answers the proxy's challenge as a user would in the browser dialog.
+        settings["username"] = unquote(parts.username)
+        settings["password"] = unquote(parts.password or "")
+    return settings
+
+
+def _console(text: str, console: list[str]) -> None:
+    if text.startswith(ECHO_PREFIX):
+        echoed(text.removeprefix(ECHO_PREFIX))
+    else:
+        console.append(text)
+
+
+async def run(contract: Contract, home: Path, console: list[str]) -> None:
+    args = [
+        "--no-sandbox",  # root in a container has no user namespace sandbox
+        # Keep chromium's own background traffic (updates, sign-in) quiet.
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
+    async with async_playwright() as playwright:
+        # playwright turns ``proxy`` into --proxy-server/--proxy-bypass-list.
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=args,
+            proxy=_playwright_proxy(contract.url),
+            env={**os.environ, "HOME": str(home)},
+        )
+        try:
+            page = await browser.new_page()
+            page.on("console", lambda message: _console(message.text, console))
+            await page.evaluate(
+                SCRIPT,
+                [
+                    contract.url,
+                    contract.message,
+                    contract.rounds,
+                    contract.idle * 1000,
+                    ECHO_PREFIX,
+                ],
+            )
+        finally:
+            await browser.close()
+
+
+async def main() -> None:
+    contract = read_contract(NAME)
+    if urlsplit(contract.url).scheme not in ("ws", "wss"):
+        fail(NAME, f"not a WebSocket URL: {contract.url}")
+    console: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="tunnelws-chromium-") as home:
+        _trust_store(Path(home))
+        try:
+            await asyncio.wait_for(run(contract, Path(home), console), contract.deadline)
+        except Exception as error:
+            # The page only sees "error"; chromium's reason is on the console.
+            fail(NAME, "; ".join([*console, str(error).splitlines()[0]]))
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except Exception as error:  # the library's own error is the result
+        fail(NAME, error)

@@ -1,0 +1,199 @@
+"""The harness's client adapters (proxy/adapters/), run as subprocesses on
+loopback against an in-process scenario network.
+
+The origin is addressed as ``origin.test``, a name only the companion proxy
+resolves: a client that ignores its proxy settings cannot even find the
+origin, so a pass proves the tunnel. Each adapter's expected outcome records
+what its library really does (a limitation is asserted as a failure with the
+library's own message, so a fix upstream shows up here).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from conftest import IN_CI, require_binary
+from tunnelws_testnet.inprocess import (
+    ORIGIN_HOST,
+    CorporateNetwork,
+    client_environment,
+    open_network,
+)
+
+ADAPTERS = Path(__file__).resolve().parent.parent / "proxy" / "adapters"
+PYTHON = sys.executable
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+@dataclass(frozen=True)
+class Adapter:
+    name: str
+    command: tuple[str, ...]
+    binaries: tuple[str, ...] = ()
+
+    def argv(self) -> list[str]:
+        for binary in self.binaries:
+            require_binary(binary)
+        if self.name == "node-ws" and not (ADAPTERS / "node_ws" / "node_modules").is_dir():
+            message = "node_modules missing: run `npm ci` in proxy/adapters/node_ws"
+            if IN_CI:
+                pytest.fail(message)
+            pytest.skip(message)
+        return list(self.command)
+
+
+ALL = {
+    adapter.name: adapter
+    for adapter in (
+        Adapter("websockets-trio", (PYTHON, str(ADAPTERS / "python_websockets_trio.py"))),
+        Adapter("websockets-asyncio", (PYTHON, str(ADAPTERS / "python_websockets_asyncio.py"))),
+        Adapter("websocket-client", (PYTHON, str(ADAPTERS / "websocket_client.py"))),
+        Adapter("aiohttp", (PYTHON, str(ADAPTERS / "aiohttp_client.py"))),
+        Adapter("node-ws", ("node", str(ADAPTERS / "node_ws" / "client.mjs")), ("node",)),
+        Adapter("tunnelws", ("sh", str(ADAPTERS / "tunnelws_cli.sh")), ("timeout",)),
+        Adapter("chromium", (PYTHON, str(ADAPTERS / "chromium.py")), ("chromium", "certutil")),
+    )
+}
+
+SCENARIOS = (
+    "proxy-ws",
+    "proxy-wss",
+    "proxy-env-all",
+    "https-proxy",
+    "auth-basic",
+    "auth-digest",
+    "tls-intercept-untrusted",
+)
+
+# What each library really does: (adapter, scenario) -> a fragment of the
+# error it must print. Every pair not listed must pass.
+_NO_DNS = "Name or service not known"  # it went direct and resolved the name itself
+KNOWN_FAILURES: dict[tuple[str, str], str] = {
+    # aiohttp's trust_env looks the proxy up by the URL's scheme (wss_proxy /
+    # ws_proxy): http(s)_proxy and ALL_PROXY are ignored for WebSockets.
+    **{("aiohttp", scenario): _NO_DNS for scenario in SCENARIOS},
+    # python-websockets and websocket-client never read ALL_PROXY; Node's
+    # adapter reads only http(s)_proxy, as the https-proxy-agent README does.
+    ("websockets-trio", "proxy-env-all"): _NO_DNS,
+    ("websockets-asyncio", "proxy-env-all"): _NO_DNS,
+    ("websocket-client", "proxy-env-all"): _NO_DNS,
+    ("node-ws", "proxy-env-all"): "ENOTFOUND",
+    # websocket-client speaks plain HTTP to an https:// proxy.
+    ("websocket-client", "https-proxy"): "WebSocketProxyException",
+    # Basic only: a Digest challenge is a final 407.
+    ("websockets-trio", "auth-digest"): "407",
+    ("websockets-asyncio", "auth-digest"): "407",
+    ("websocket-client", "auth-digest"): "407",
+    ("node-ws", "auth-digest"): "407",
+    # Chromium answers no proxy challenge for a WebSocket: credentials given
+    # through playwright reach page loads, not the WebSocket's CONNECT.
+    ("chromium", "auth-basic"): "Proxy authentication failed",
+    ("chromium", "auth-digest"): "Proxy authentication failed",
+    # A correct client refuses the interception CA it does not trust.
+    ("websockets-trio", "tls-intercept-untrusted"): "BrokenResourceError",  # no TLS detail
+    ("websockets-asyncio", "tls-intercept-untrusted"): "CERTIFICATE_VERIFY_FAILED",
+    ("websocket-client", "tls-intercept-untrusted"): "CERTIFICATE_VERIFY_FAILED",
+    ("node-ws", "tls-intercept-untrusted"): "unable to verify",
+    ("tunnelws", "tls-intercept-untrusted"): "could not be verified",
+    ("chromium", "tls-intercept-untrusted"): "ERR_CERT_AUTHORITY_INVALID",
+}
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def run_adapter(
+    adapter: Adapter, network: CorporateNetwork, message: str, **extra: str
+) -> Outcome:
+    env = client_environment(os.environ, network)
+    env.update(TUNNELWS_MESSAGE=message, PATH=f"{VENV_BIN}:{env.get('PATH', '')}", **extra)
+    with trio.fail_after(60):  # the adapters' own deadlines are 20 s + idle
+        result = await trio.run_process(
+            adapter.argv(), env=env, capture_stdout=True, capture_stderr=True, check=False
+        )
+    return Outcome(result.returncode, result.stdout.decode(), result.stderr.decode())
+
+
+def _origin_target(network: CorporateNetwork) -> str:
+    return network.url.split("://", 1)[1].split("/", 1)[0]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("name", sorted(ALL))
+async def test_adapter_through_the_proxy(name: str, scenario: str) -> None:
+    adapter = ALL[name]
+    adapter.argv()  # skip early when a binary is missing
+    async with open_network(scenario) as network:
+        outcome = await run_adapter(adapter, network, f"via {scenario}")
+        assert network.proxy is not None
+        tunnels = network.proxy.stats.targets[_origin_target(network)]
+    known = KNOWN_FAILURES.get((name, scenario))
+    if known is None:
+        assert (outcome.returncode, outcome.stdout) == (0, f"via {scenario}\n"), outcome
+        # One tunnel to the origin (Digest: after one 407), never more.
+        assert tunnels == 1
+    else:
+        assert outcome.returncode != 0, outcome
+        assert outcome.stdout == ""
+        assert known in outcome.stderr, outcome
+        assert tunnels <= 1  # no silent retry (say, without verification)
+        # The adapter's report is the last line (libraries may log before it).
+        assert outcome.stderr.splitlines()[-1].startswith(f"{name}:"), outcome
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+async def test_adapter_sends_again_after_idle(name: str) -> None:
+    adapter = ALL[name]
+    adapter.argv()
+    async with open_network("proxy-ws") as network:
+        outcome = await run_adapter(adapter, network, "twice", TUNNELWS_IDLE="0.5")
+    if (name, "proxy-ws") in KNOWN_FAILURES:
+        assert outcome.returncode != 0, outcome
+    else:
+        assert (outcome.returncode, outcome.stdout) == (0, "twice\ntwice\n"), outcome
+
+
+async def test_aiohttp_uses_wss_proxy_from_the_environment() -> None:
+    async with open_network("proxy-wss") as network:
+        assert network.proxy_url is not None
+        outcome = await run_adapter(
+            ALL["aiohttp"], network, "scheme variable", WSS_PROXY=network.proxy_url
+        )
+        assert network.proxy is not None
+        assert network.proxy.stats.targets[_origin_target(network)] == 1
+    assert (outcome.returncode, outcome.stdout) == (0, "scheme variable\n"), outcome
+
+
+async def test_aiohttp_sends_ws_as_an_absolute_form_get() -> None:
+    """aiohttp does not tunnel ``ws://``: it asks the proxy for ``GET ws://...``,
+    which the companion proxy counts and refuses with 400."""
+    async with open_network("proxy-ws") as network:
+        assert network.proxy_url is not None
+        outcome = await run_adapter(ALL["aiohttp"], network, "absolute", WS_PROXY=network.proxy_url)
+        assert network.proxy is not None
+        assert network.proxy.stats.absolute_form == 1
+        assert network.proxy.stats.connects == 0
+    assert outcome.returncode != 0
+    assert "400" in outcome.stderr, outcome
+
+
+async def test_adapters_report_failures_on_stderr() -> None:
+    """A refusing proxy: every Python adapter exits 1 with its library's error."""
+    async with open_network("proxy-error-html") as network:
+        for name in ("websockets-trio", "websockets-asyncio", "websocket-client"):
+            outcome = await run_adapter(ALL[name], network, "refused")
+            assert outcome.returncode == 1, outcome
+            assert outcome.stdout == ""
+            assert outcome.stderr.splitlines()[-1].startswith(f"{name}: "), outcome
+            assert "502" in outcome.stderr, outcome
+        assert ORIGIN_HOST in _origin_target(network)
