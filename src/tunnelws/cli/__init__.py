@@ -15,7 +15,16 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 # Subcommand modules, in the order ``tunnelws --help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("connect", "resolve", "events", "serve", "proxy", "check", "demo")
+COMMAND_MODULES: tuple[str, ...] = (
+    "connect",
+    "resolve",
+    "events",
+    "check",
+    "serve",
+    "proxy",
+    "harness",
+    "demo",
+)
 
 EXIT_USAGE = 2
 

@@ -1,0 +1,498 @@
+"""One scenario's network, running: namespaces, firewall, origin and proxy.
+
+:func:`scenario_network` is an async context manager: it builds the topology,
+loads the firewall, starts the origin (and the proxy, if the scenario has one)
+in their namespaces, waits until they listen, and hands back a
+:class:`RunningNetwork` that knows the client's environment. On exit (also on
+error, timeout or Ctrl-C) it kills exactly the processes it started and
+deletes exactly its namespaces.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from urllib.parse import quote
+
+import trio
+
+from tunnelws_testnet.origin import LocalCA, make_test_ca
+
+from ._firewall import apply_ruleset
+from ._netns import Topology, create_topology
+from ._scenarios import (
+    ORIGIN_ADDRESS,
+    ORIGIN_ADDRESS6,
+    ORIGIN_NAME,
+    PROXY_ADDRESS,
+    PROXY_PORT,
+    TRANSPARENT_PORT,
+    ProxyKind,
+    Scenario,
+)
+
+__all__ = [
+    "CA_NAMES",
+    "PROXY_VARIABLES",
+    "NetworkStartError",
+    "RunningNetwork",
+    "make_harness_ca",
+    "scenario_network",
+]
+
+START_TIMEOUT = 10.0
+# Every name and address a certificate of the harness CA must cover.
+CA_NAMES = (ORIGIN_NAME, ORIGIN_ADDRESS, ORIGIN_ADDRESS6, PROXY_ADDRESS)
+# Variables removed from the inherited environment before the scenario's own
+# are set, so the machine's settings never leak into a scenario.
+PROXY_VARIABLES = (
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "ftp_proxy",
+    "ws_proxy",
+    "wss_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "FTP_PROXY",
+    "WS_PROXY",
+    "WSS_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "CURL_CA_BUNDLE",
+    "TUNNELWS_HARNESS_SECRETS",
+)
+
+_live_topologies: set[Topology] = set()
+
+
+def _teardown_everything() -> None:
+    # Last resort when the interpreter exits with scenarios still up.
+    for topology in list(_live_topologies):
+        topology.teardown()
+        _live_topologies.discard(topology)
+
+
+atexit.register(_teardown_everything)
+
+
+class NetworkStartError(RuntimeError):
+    """The origin or the proxy did not come up; the message has its output."""
+
+
+def make_harness_ca(directory: Path) -> LocalCA:
+    """The CA of one harness run: its certificate serves the origin and https:// proxies."""
+    return make_test_ca(list(CA_NAMES), directory=directory)
+
+
+@dataclass
+class RunningNetwork:
+    """What the runner needs to run a client in a built scenario."""
+
+    scenario: Scenario
+    topology: Topology
+    directory: Path
+    client_env: dict[str, str]
+    secrets: list[str]
+    origin_log: Path
+    proxy_log: Path | None  # companion JSON log, squid access.log or tinyproxy log
+    outputs: dict[str, Path] = field(default_factory=dict)  # process name -> stdout file
+
+    def masked_env(self) -> dict[str, str]:
+        """The scenario's variables (not the inherited ones), secrets shown as ***."""
+        shown = {}
+        for key, value in self.client_env.items():
+            if key in PROXY_VARIABLES or key.startswith("TUNNELWS_"):
+                for secret in self.secrets:
+                    value = value.replace(quote(secret, safe=""), "***").replace(secret, "***")
+                shown[key] = value
+        return shown
+
+
+@asynccontextmanager
+async def scenario_network(
+    scenario: Scenario, *, ca: LocalCA, directory: Path, message: str
+) -> AsyncIterator[RunningNetwork]:
+    """Build and run ``scenario``'s network; tear it down on exit."""
+    client_hosts = [(ORIGIN_ADDRESS, ORIGIN_NAME)] if scenario.client_knows_origin_name else []
+
+    def build() -> Topology:
+        directory.mkdir(parents=True, exist_ok=True)
+        return create_topology(client_hosts=client_hosts)
+
+    topology = await trio.to_thread.run_sync(build)
+    _live_topologies.add(topology)
+    processes: list[trio.Process] = []
+    cleanups: list[Callable[[], None]] = []
+    try:
+        await trio.to_thread.run_sync(apply_ruleset, topology.router, scenario.firewall)
+        network = await _start_servers(
+            scenario, topology, ca, directory, message, processes, cleanups
+        )
+        yield network
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(topology.teardown)
+            _live_topologies.discard(topology)
+            for process in processes:
+                with trio.move_on_after(2):
+                    await process.wait()
+            for cleanup in cleanups:
+                cleanup()
+
+
+async def _start_servers(
+    scenario: Scenario,
+    topology: Topology,
+    ca: LocalCA,
+    directory: Path,
+    message: str,
+    processes: list[trio.Process],
+    cleanups: list[Callable[[], None]],
+) -> RunningNetwork:
+    secrets: list[str] = []
+    spec = scenario.proxy
+    for credentials in (scenario.url_credentials, spec.auth if spec else None):
+        if credentials is not None:
+            user, password = credentials
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            secrets += [password, token]
+    origin_log = directory / "origin.jsonl"
+    origin_log.touch()
+    outputs = {"origin": directory / "origin.out"}
+    origin_env = dict(os.environ, TUNNELWS_HARNESS_SECRETS="\n".join(secrets))
+    origin = await _spawn(
+        topology,
+        topology.origin,
+        [
+            sys.executable,
+            "-m",
+            "tunnelws_testnet.harness._origin_main",
+            "--cert",
+            str(ca.cert_pem_path),
+            "--key",
+            str(ca.key_pem_path),
+            "--log",
+            str(origin_log),
+        ],
+        outputs["origin"],
+        processes,
+        env=origin_env,
+    )
+    proxy_log: Path | None = None
+    ca_file = ca.ca_pem_path
+    # The servers start in parallel; their readiness is awaited afterwards, in turn.
+    waits: list[Callable[[], Awaitable[None]]] = [
+        partial(_wait_for_line, origin, outputs["origin"], "ready", "origin")
+    ]
+    if spec is not None:
+        port = TRANSPARENT_PORT if not scenario.configure_proxy else PROXY_PORT
+        outputs["proxy"] = directory / "proxy.out"
+        if spec.kind is ProxyKind.COMPANION:
+            proxy_log = directory / "proxy.jsonl"
+            proxy_log.touch()
+            argv = [
+                sys.executable,
+                "-m",
+                "tunnelws",
+                "proxy",
+                "--listen",
+                f"{PROXY_ADDRESS}:{port}",
+                "--log",
+                str(proxy_log),
+                *spec.options,
+            ]
+            if spec.tls:
+                argv += ["--tls-cert", str(ca.cert_pem_path), "--tls-key", str(ca.key_pem_path)]
+            if spec.intercept:
+                intercept_dir = directory / "intercept-ca"
+                argv += [
+                    "--intercept",
+                    "--ca-dir",
+                    str(intercept_dir),
+                    "--onward-ca",
+                    str(ca.ca_pem_path),
+                ]
+                if spec.client_trusts_intercept_ca:
+                    ca_file = intercept_dir / "tunnelws-proxy-ca.pem"
+            proxy = await _spawn(topology, topology.router, argv, outputs["proxy"], processes)
+            waits.append(
+                partial(
+                    _wait_for_line,
+                    proxy,
+                    outputs["proxy"],
+                    "tunnelws proxy listening on",
+                    "companion proxy",
+                )
+            )
+        elif spec.kind is ProxyKind.SQUID:
+            proxy_log = await _start_squid(
+                topology, directory, outputs["proxy"], processes, cleanups, waits
+            )
+        elif spec.kind is ProxyKind.TINYPROXY:
+            proxy_log = await _start_tinyproxy(
+                topology, directory, outputs["proxy"], processes, waits
+            )
+        else:
+            # pproxy's -v output is its log: one "http CLIENT -> TARGET" line each.
+            proxy_log = outputs["proxy"]
+            proxy = await _spawn(
+                topology,
+                topology.router,
+                [
+                    sys.executable,
+                    "-u",
+                    "-m",
+                    "pproxy",
+                    "-l",
+                    f"http://{PROXY_ADDRESS}:{PROXY_PORT}",
+                    "-v",
+                ],
+                proxy_log,
+                processes,
+            )
+            waits.append(
+                partial(
+                    _wait_until,
+                    proxy,
+                    partial(_listening, proxy.pid, PROXY_PORT),
+                    "pproxy",
+                    proxy_log,
+                )
+            )
+    for wait in waits:
+        await wait()
+    return RunningNetwork(
+        scenario=scenario,
+        topology=topology,
+        directory=directory,
+        client_env=_client_env(scenario, ca_file, message),
+        secrets=secrets,
+        origin_log=origin_log,
+        proxy_log=proxy_log,
+        outputs=outputs,
+    )
+
+
+def _proxy_url(scenario: Scenario) -> str:
+    assert scenario.proxy is not None
+    scheme = "https" if scenario.proxy.tls else "http"
+    userinfo = ""
+    if scenario.url_credentials is not None:
+        user, password = scenario.url_credentials
+        userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}@"
+    return f"{scheme}://{userinfo}{PROXY_ADDRESS}:{PROXY_PORT}"
+
+
+def _client_env(scenario: Scenario, ca_file: Path, message: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARIABLES}
+    env.update(
+        TUNNELWS_URL=scenario.url,
+        TUNNELWS_MESSAGE=message,
+        TUNNELWS_CONNECT_TIMEOUT=f"{scenario.connect_timeout:g}",
+        SSL_CERT_FILE=str(ca_file),
+        REQUESTS_CA_BUNDLE=str(ca_file),
+        NODE_EXTRA_CA_CERTS=str(ca_file),
+    )
+    if scenario.message_repeat != 1:
+        env["TUNNELWS_MESSAGE_REPEAT"] = str(scenario.message_repeat)
+    if scenario.idle is not None:
+        env["TUNNELWS_IDLE"] = f"{scenario.idle:g}"
+    if scenario.proxy is not None and scenario.configure_proxy:
+        url = _proxy_url(scenario)
+        names = {
+            "both": ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"),
+            "upper": ("HTTP_PROXY", "HTTPS_PROXY"),
+            "all": ("ALL_PROXY",),
+        }[scenario.proxy_env]
+        env.update(dict.fromkeys(names, url))
+        if scenario.no_proxy is not None:
+            env["no_proxy"] = env["NO_PROXY"] = scenario.no_proxy
+    return env
+
+
+async def _spawn(
+    topology: Topology,
+    netns: str,
+    argv: Sequence[str],
+    output: Path,
+    processes: list[trio.Process],
+    *,
+    env: dict[str, str] | None = None,
+) -> trio.Process:
+    with output.open("wb") as out:
+        process = await trio.lowlevel.open_process(
+            ["ip", "netns", "exec", netns, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    # `ip netns exec` execs the command, so this PID is the server itself.
+    topology.pids.append(process.pid)
+    processes.append(process)
+    return process
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:]
+    except OSError:
+        return ""
+
+
+async def _wait_until(
+    process: trio.Process, ready: Callable[[], bool], what: str, output: Path
+) -> None:
+    with trio.move_on_after(START_TIMEOUT):
+        while not ready():
+            if process.poll() is not None:
+                raise NetworkStartError(
+                    f"{what} exited with status {process.returncode}:\n{_tail(output)}"
+                )
+            await trio.sleep(0.02)
+        return
+    raise NetworkStartError(f"{what} not ready after {START_TIMEOUT} s:\n{_tail(output)}")
+
+
+async def _wait_for_line(process: trio.Process, output: Path, needle: str, what: str) -> None:
+    await _wait_until(process, lambda: needle in _tail(output, 100_000), what, output)
+
+
+def _listening(pid: int, port: int) -> bool:
+    # /proc/PID/net/* shows the sockets of PID's network namespace.
+    for table in ("tcp", "tcp6"):
+        with suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    return True
+    return False
+
+
+async def _start_squid(
+    topology: Topology,
+    directory: Path,
+    output: Path,
+    processes: list[trio.Process],
+    cleanups: list[Callable[[], None]],
+    waits: list[Callable[[], Awaitable[None]]],
+) -> Path:
+    squid = shutil.which("squid") or "/usr/sbin/squid"
+    instance = f"twsh{os.getpid()}{topology.router.rsplit('-', 2)[1]}"
+    # Started as root, squid drops to the proxy user, which needs its own directory.
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{instance}-"))
+    user = _unprivileged_user()
+    os.chmod(run_dir, 0o755)
+    if user is not None:
+        os.chown(run_dir, user.pw_uid, user.pw_gid)
+    lines = [
+        f"http_port {PROXY_ADDRESS}:{PROXY_PORT}",
+        "pid_filename none",
+        "cache deny all",
+        "cache_mem 1 MB",
+        f"access_log stdio:{run_dir / 'access.log'}",
+        "buffered_logs off",
+        f"cache_log {run_dir / 'cache.log'}",
+        "cache_store_log none",
+        "logfile_rotate 0",
+        f"coredump_dir {run_dir}",
+        "shutdown_lifetime 0 seconds",
+        "pinger_enable off",
+        "visible_hostname tunnelws-harness-squid",
+        "dns_nameservers 127.0.0.1",
+        # squid's stock policy: CONNECT only to the SSL port.
+        "acl SSL_ports port 443",
+        "acl CONNECT method CONNECT",
+        "acl harness_clients src 10.77.1.0/24",
+        "http_access deny CONNECT !SSL_ports",
+        "http_access allow harness_clients",
+        "http_access deny all",
+    ]
+    if user is not None:
+        lines.append(f"cache_effective_user {user.pw_name}")
+    config = run_dir / "squid.conf"
+    config.write_text("\n".join(lines) + "\n")
+
+    def collect() -> None:
+        for name in ("access.log", "cache.log", "squid.conf"):
+            if (run_dir / name).exists():
+                shutil.copy(run_dir / name, directory / f"squid-{name}")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        # squid leaves shared memory segments behind when killed.
+        for segment in Path("/dev/shm").glob(f"{instance}-*"):
+            segment.unlink(missing_ok=True)
+
+    cleanups.append(collect)
+    process = await _spawn(
+        topology,
+        topology.router,
+        [squid, "-N", "-f", str(config), "-n", instance],
+        output,
+        processes,
+    )
+    waits.append(
+        partial(_wait_until, process, partial(_listening, process.pid, PROXY_PORT), "squid", output)
+    )
+    return run_dir / "access.log"
+
+
+async def _start_tinyproxy(
+    topology: Topology,
+    directory: Path,
+    output: Path,
+    processes: list[trio.Process],
+    waits: list[Callable[[], Awaitable[None]]],
+) -> Path:
+    tinyproxy = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
+    log = directory / "tinyproxy.log"
+    config = directory / "tinyproxy.conf"
+    config.write_text(
+        "\n".join(
+            [
+                f"Port {PROXY_PORT}",
+                f"Listen {PROXY_ADDRESS}",
+                "Allow 10.77.1.0/24",
+                "Timeout 30",
+                "MaxClients 20",
+                f'LogFile "{log}"',
+                "LogLevel Info",
+            ]
+        )
+        + "\n"
+    )
+    process = await _spawn(
+        topology, topology.router, [tinyproxy, "-d", "-c", str(config)], output, processes
+    )
+    waits.append(
+        partial(
+            _wait_until, process, partial(_listening, process.pid, PROXY_PORT), "tinyproxy", output
+        )
+    )
+    return log
+
+
+def _unprivileged_user() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    for name in ("proxy", "squid", "nobody"):
+        with suppress(KeyError):
+            return pwd.getpwnam(name)
+    return None

@@ -1,0 +1,509 @@
+"""The scenario catalogue (../shared/scenarios.md) as data.
+
+Every scenario is one small network: a client namespace, a router namespace
+that is both the firewall and the proxy host, and an origin namespace. A
+scenario says how the firewall treats the client's direct traffic, which proxy
+runs (if any) and with which options, how the client is told about the proxy,
+which URL it gets, and what a correct client does. Adding a scenario is adding
+one :class:`Scenario` entry to :data:`CATALOGUE`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+__all__ = [
+    "CATALOGUE",
+    "CLIENT_ADDRESS",
+    "CLIENT_ADDRESS6",
+    "ORIGIN_ADDRESS",
+    "ORIGIN_ADDRESS6",
+    "ORIGIN_NAME",
+    "PROXY_ADDRESS",
+    "PROXY_ADDRESS6",
+    "PROXY_PORT",
+    "ROUTER_ORIGIN_SIDE",
+    "ROUTER_ORIGIN_SIDE6",
+    "TRANSPARENT_PORT",
+    "Firewall",
+    "ProxyKind",
+    "ProxySpec",
+    "Scenario",
+    "select",
+]
+
+# Addresses inside the namespaces of one scenario. Every scenario has its own
+# namespaces, so the same private ranges are reused; nothing is routed outside.
+CLIENT_ADDRESS = "10.77.1.2"
+CLIENT_ADDRESS6 = "fd77:1::2"
+PROXY_ADDRESS = "10.77.1.1"  # the router's address on the client side
+PROXY_ADDRESS6 = "fd77:1::1"
+ROUTER_ORIGIN_SIDE = "10.77.2.1"
+ROUTER_ORIGIN_SIDE6 = "fd77:2::1"
+ORIGIN_ADDRESS = "10.77.2.2"
+ORIGIN_ADDRESS6 = "fd77:2::2"
+ORIGIN_NAME = "origin.corp.test"  # resolvable in the router namespace only
+
+PROXY_PORT = 3128
+TRANSPARENT_PORT = 3129  # where the firewall redirects intercepted port-80 traffic
+
+# The origin always serves ws:// on 80 and 8080 and wss:// on 443 and 8443.
+WS_PORTS = (80, 8080)
+WSS_PORTS = (443, 8443)
+
+# Test credentials with characters that must be percent-encoded in a URL.
+AUTH_USER = "alice@corp"
+AUTH_PASSWORD = "p@ss:w/rd%20!"
+
+
+class Firewall(enum.Enum):
+    """What the router does with the client's own (non-proxy) traffic."""
+
+    OPEN = "open"  # forwarded to the origin
+    REJECT = "reject"  # TCP reset / ICMP unreachable
+    DROP = "drop"  # silently dropped (a black hole)
+    TRANSPARENT_80 = "transparent-80"  # port 80 redirected to a proxy, 443 open, rest rejected
+
+
+class ProxyKind(enum.Enum):
+    COMPANION = "companion"  # tunnelws proxy
+    SQUID = "squid"
+    TINYPROXY = "tinyproxy"
+    PPROXY = "pproxy"  # the Python module, run with the harness's interpreter
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """The proxy running in the router namespace."""
+
+    kind: ProxyKind = ProxyKind.COMPANION
+    # Extra command-line options for ``tunnelws proxy`` (companion only).
+    options: tuple[str, ...] = ()
+    tls: bool = False  # an https:// proxy (certificate from the harness CA)
+    auth: tuple[str, str] | None = None  # credentials the proxy demands
+    intercept: bool = False  # companion re-signs TLS with its own CA
+    # The client's CA bundle is the interception CA (else the origin's CA).
+    client_trusts_intercept_ca: bool = False
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One row of the catalogue (or one half of a row with two URLs)."""
+
+    id: str
+    section: str
+    network: str  # what the network does, in words
+    expect: str  # "pass" or "fail:CATEGORY" (tunnelws error category)
+    scheme: str = "ws"  # "ws" or "wss"
+    origin_host: str = ORIGIN_ADDRESS  # host in TUNNELWS_URL
+    origin_port: int | None = None  # default 8080 for ws, 8443 for wss
+    firewall: Firewall = Firewall.REJECT
+    proxy: ProxySpec | None = None
+    # Transparent-80 runs a proxy that the client is not told about.
+    configure_proxy: bool = True
+    # How the proxy reaches the client: "both" (lower and upper case http_proxy,
+    # https_proxy), "upper" (HTTP_PROXY/HTTPS_PROXY only) or "all" (ALL_PROXY only).
+    proxy_env: str = "both"
+    # Credentials put into the proxy URL given to the client (user, password).
+    url_credentials: tuple[str, str] | None = None
+    no_proxy: str | None = None
+    # The client namespace can resolve ORIGIN_NAME (for no_proxy by name).
+    client_knows_origin_name: bool = False
+    time_limit: float = 8.0
+    connect_timeout: float = 5.0  # TUNNELWS_CONNECT_TIMEOUT, a hint to clients
+    idle: float | None = None  # TUNNELWS_IDLE
+    message_repeat: int = 1  # TUNNELWS_MESSAGE_REPEAT
+    # The proxy must see a CONNECT for exactly this target.
+    expect_connect_target: str | None = None
+    # The proxy must see no request at all (no_proxy bypass).
+    expect_proxy_untouched: bool = False
+    requires: tuple[str, ...] = field(default=())  # system binaries
+    group: str = ""  # catalogue id this scenario belongs to (default: its id)
+
+    @property
+    def catalogue_id(self) -> str:
+        return self.group or self.id
+
+    @property
+    def expects_pass(self) -> bool:
+        return self.expect == "pass"
+
+    @property
+    def expected_category(self) -> str | None:
+        return None if self.expects_pass else self.expect.partition(":")[2] or None
+
+    @property
+    def port(self) -> int:
+        if self.origin_port is not None:
+            return self.origin_port
+        return 8080 if self.scheme == "ws" else 8443
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.origin_host}]" if ":" in self.origin_host else self.origin_host
+        return f"{self.scheme}://{host}:{self.port}/echo"
+
+    @property
+    def authority(self) -> str:
+        host = f"[{self.origin_host}]" if ":" in self.origin_host else self.origin_host
+        return f"{host}:{self.port}"
+
+    @property
+    def proxy_in_use(self) -> bool:
+        """The client is told about a proxy and must not go around it."""
+        return self.proxy is not None and self.configure_proxy and self.no_proxy is None
+
+
+_A = "A. No proxy"
+_B = "B. Explicit proxy"
+_C = "C. Authentication"
+_D = "D. Proxy policy and quirks"
+_E = "E. Transparent and intercepting proxies"
+_F = "F. Faults while connected"
+_COMPANION = ProxySpec()
+_CREDENTIALS = (AUTH_USER, AUTH_PASSWORD)
+_BASIC = ProxySpec(options=("--auth", f"{AUTH_USER}:{AUTH_PASSWORD}"), auth=_CREDENTIALS)
+
+
+def _quirk(*options: str) -> ProxySpec:
+    return ProxySpec(options=options)
+
+
+CATALOGUE: tuple[Scenario, ...] = (
+    # A. No proxy
+    Scenario(
+        "open-direct", _A, "direct egress open, no proxy configured", "pass", firewall=Firewall.OPEN
+    ),
+    Scenario(
+        "blocked-reject",
+        _A,
+        "direct egress rejected (TCP reset), no proxy",
+        "fail:connect",
+        time_limit=3.0,
+    ),
+    Scenario(
+        "blocked-blackhole",
+        _A,
+        "direct egress silently dropped, no proxy",
+        "fail:timeout",
+        firewall=Firewall.DROP,
+        connect_timeout=4.0,
+        time_limit=10.0,
+    ),
+    # B. Explicit proxy
+    Scenario(
+        "proxy-ws",
+        _B,
+        "only the proxy reachable; ws:// origin",
+        "pass",
+        proxy=_COMPANION,
+        expect_connect_target=f"{ORIGIN_ADDRESS}:8080",
+    ),
+    Scenario(
+        "proxy-wss",
+        _B,
+        "only the proxy reachable; wss:// origin",
+        "pass",
+        scheme="wss",
+        proxy=_COMPANION,
+        expect_connect_target=f"{ORIGIN_ADDRESS}:8443",
+    ),
+    Scenario(
+        "proxy-env-upper",
+        _B,
+        "proxy given only as HTTPS_PROXY/HTTP_PROXY",
+        "pass",
+        proxy=_COMPANION,
+        proxy_env="upper",
+    ),
+    Scenario(
+        "proxy-env-all",
+        _B,
+        "proxy given only as ALL_PROXY",
+        "pass",
+        proxy=_COMPANION,
+        proxy_env="all",
+    ),
+    Scenario(
+        "no-proxy-name",
+        _B,
+        "no_proxy names the origin; direct egress open",
+        "pass",
+        origin_host=ORIGIN_NAME,
+        proxy=_COMPANION,
+        no_proxy=ORIGIN_NAME,
+        client_knows_origin_name=True,
+        firewall=Firewall.OPEN,
+        expect_proxy_untouched=True,
+    ),
+    Scenario(
+        "no-proxy-cidr",
+        _B,
+        "no_proxy holds a CIDR containing the origin; direct open",
+        "pass",
+        proxy=_COMPANION,
+        no_proxy="10.77.2.0/24",
+        firewall=Firewall.OPEN,
+        expect_proxy_untouched=True,
+    ),
+    Scenario(
+        "proxy-no-dns",
+        _B,
+        "origin addressed by a name only the proxy can resolve",
+        "pass",
+        origin_host=ORIGIN_NAME,
+        proxy=_COMPANION,
+        expect_connect_target=f"{ORIGIN_NAME}:8080",
+    ),
+    Scenario(
+        "proxy-ipv6-target",
+        _B,
+        "origin at an IPv6 literal",
+        "pass",
+        origin_host=ORIGIN_ADDRESS6,
+        proxy=_COMPANION,
+        expect_connect_target=f"[{ORIGIN_ADDRESS6}]:8080",
+    ),
+    Scenario(
+        "https-proxy",
+        _B,
+        "proxy URL is https://: TLS to the proxy, TLS-in-TLS for wss://",
+        "pass",
+        scheme="wss",
+        proxy=ProxySpec(tls=True),
+    ),
+    # C. Authentication
+    Scenario(
+        "auth-basic",
+        _C,
+        "proxy demands Basic; credentials (with specials) in the proxy URL",
+        "pass",
+        proxy=_BASIC,
+        url_credentials=_CREDENTIALS,
+    ),
+    Scenario(
+        "auth-basic-missing",
+        _C,
+        "proxy demands Basic; no credentials given",
+        "fail:proxy-auth",
+        proxy=_BASIC,
+    ),
+    Scenario(
+        "auth-basic-wrong",
+        _C,
+        "proxy demands Basic; wrong credentials",
+        "fail:proxy-auth",
+        proxy=_BASIC,
+        url_credentials=(AUTH_USER, "wrong-password"),
+    ),
+    Scenario(
+        "auth-407-close",
+        _C,
+        "proxy sends 407 and closes the connection",
+        "pass",
+        proxy=ProxySpec(options=(*_BASIC.options, "--close-after-407"), auth=_CREDENTIALS),
+        url_credentials=_CREDENTIALS,
+    ),
+    Scenario(
+        "auth-digest",
+        _C,
+        "proxy demands Digest (qop=auth)",
+        "pass",
+        proxy=ProxySpec(options=(*_BASIC.options, "--auth-scheme", "digest"), auth=_CREDENTIALS),
+        url_credentials=_CREDENTIALS,
+    ),
+    # D. Proxy policy and quirks
+    Scenario(
+        "ports-443-only-wss",
+        _D,
+        "squid, CONNECT only to 443; wss:// on 443",
+        "pass",
+        scheme="wss",
+        origin_port=443,
+        proxy=ProxySpec(kind=ProxyKind.SQUID),
+        requires=("squid",),
+        group="ports-443-only",
+    ),
+    Scenario(
+        "ports-443-only-ws",
+        _D,
+        "squid, CONNECT only to 443; ws:// on 8080",
+        "fail:proxy-refused",
+        proxy=ProxySpec(kind=ProxyKind.SQUID),
+        requires=("squid",),
+        group="ports-443-only",
+    ),
+    Scenario(
+        "domain-deny",
+        _D,
+        "proxy denies the origin's host name",
+        "fail:proxy-refused",
+        origin_host=ORIGIN_NAME,
+        proxy=_quirk("--deny-host", ORIGIN_NAME),
+    ),
+    Scenario(
+        "proxy-http10",
+        _D,
+        "tinyproxy answers HTTP/1.0 200",
+        "pass",
+        proxy=ProxySpec(kind=ProxyKind.TINYPROXY),
+        requires=("tinyproxy",),
+    ),
+    Scenario(
+        "proxy-pproxy",
+        _D,
+        "pproxy (a real proxy; its 200 carries Connection: close)",
+        "pass",
+        proxy=ProxySpec(kind=ProxyKind.PPROXY),
+    ),
+    Scenario(
+        "proxy-2xx-quirks",
+        _D,
+        "200 with Connection: close, Content-Length and Transfer-Encoding",
+        "pass",
+        proxy=_quirk(
+            "--quirk",
+            "connection-close",
+            "--quirk",
+            "content-length",
+            "--quirk",
+            "transfer-encoding",
+        ),
+    ),
+    Scenario(
+        "proxy-dribble",
+        _D,
+        "reply arrives one byte at a time",
+        "pass",
+        proxy=_quirk("--quirk", "dribble"),
+    ),
+    Scenario(
+        "proxy-error-html",
+        _D,
+        "502 with an HTML body",
+        "fail:proxy-refused",
+        proxy=_quirk("--reply-status", "502"),
+    ),
+    Scenario(
+        "proxy-garbage",
+        _D,
+        "proxy answers with non-HTTP bytes",
+        "fail:proxy-protocol",
+        proxy=_quirk("--quirk", "garbage"),
+    ),
+    Scenario(
+        "proxy-close",
+        _D,
+        "proxy closes without answering",
+        "fail:proxy-protocol",
+        proxy=_quirk("--quirk", "close-without-reply"),
+    ),
+    Scenario(
+        "proxy-silent",
+        _D,
+        "proxy accepts and never answers",
+        "fail:timeout",
+        proxy=_quirk("--quirk", "never-reply"),
+        connect_timeout=4.0,
+        time_limit=10.0,
+    ),
+    Scenario(
+        "proxy-huge-headers",
+        _D,
+        "reply header block larger than 64 KiB",
+        "fail:proxy-protocol",
+        proxy=_quirk("--quirk", "huge-headers"),
+    ),
+    # E. Transparent and intercepting proxies
+    Scenario(
+        "transparent-80-ws",
+        _E,
+        "no proxy configured; port 80 redirected to a proxy that strips Upgrade; ws:// on 80",
+        "fail:handshake",
+        origin_port=80,
+        firewall=Firewall.TRANSPARENT_80,
+        proxy=ProxySpec(options=("--transparent", "--strip-upgrade")),
+        configure_proxy=False,
+        group="transparent-80",
+    ),
+    Scenario(
+        "transparent-80-wss",
+        _E,
+        "no proxy configured; port 80 intercepted, 443 open; wss:// on 443",
+        "pass",
+        scheme="wss",
+        origin_port=443,
+        firewall=Firewall.TRANSPARENT_80,
+        proxy=ProxySpec(options=("--transparent", "--strip-upgrade")),
+        configure_proxy=False,
+        group="transparent-80",
+    ),
+    Scenario(
+        "tls-intercept-untrusted",
+        _E,
+        "explicit proxy re-signs TLS with a corporate CA the client does not trust",
+        "fail:tls",
+        scheme="wss",
+        proxy=ProxySpec(intercept=True),
+    ),
+    Scenario(
+        "tls-intercept-trusted",
+        _E,
+        "explicit proxy re-signs TLS; the corporate CA is the client's CA bundle",
+        "pass",
+        scheme="wss",
+        proxy=ProxySpec(intercept=True, client_trusts_intercept_ca=True),
+    ),
+    # F. Faults while connected
+    Scenario(
+        "idle-timeout",
+        _F,
+        "proxy closes tunnels idle for 3 s; the client idles 8 s before sending",
+        "pass",
+        proxy=_quirk("--idle-timeout", "3"),
+        idle=8.0,
+        time_limit=16.0,
+    ),
+    Scenario(
+        "tunnel-reset",
+        _F,
+        "proxy resets the tunnel 1 s after it opened, while the client idles 5 s",
+        "fail:connection-lost",
+        proxy=_quirk("--reset-after-seconds", "1"),
+        idle=5.0,
+        time_limit=4.0,
+    ),
+    Scenario(
+        "slow-link",
+        _F,
+        "100 ms latency each way, writes sliced to 1..16 bytes",
+        "pass",
+        proxy=_quirk("--latency", "0.1", "--slice", "1:16", "--seed", "7"),
+        time_limit=10.0,
+    ),
+    Scenario(
+        "bandwidth-limit",
+        _F,
+        "64 KB/s each way; a 256 KiB message",
+        "pass",
+        proxy=_quirk("--bandwidth", "65536"),
+        message_repeat=64,
+        time_limit=20.0,
+    ),
+)
+
+
+def select(ids: list[str] | tuple[str, ...]) -> list[Scenario]:
+    """Scenarios named by id or catalogue id (group), in catalogue order.
+
+    Raises ``KeyError`` naming the unknown ids.
+    """
+    if not ids:
+        return list(CATALOGUE)
+    wanted = set(ids)
+    known = {s.id for s in CATALOGUE} | {s.catalogue_id for s in CATALOGUE}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise KeyError(", ".join(unknown))
+    return [s for s in CATALOGUE if s.id in wanted or s.catalogue_id in wanted]

@@ -1,0 +1,1 @@
+"""Clients that follow the harness contract (see docs/harness.md)."""

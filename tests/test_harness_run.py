@@ -1,0 +1,270 @@
+"""The OS-level harness for real: namespaces, nftables, real proxies, real clients.
+
+Needs root, ``ip`` and ``nft`` (skipped on a laptop without them, failing
+under CI=true). tunnelws's own client goes through the whole catalogue; the
+deliberately wrong clients in ``tunnelws_testnet.harness.clients.misbehaving``
+prove that verdicts and flags can fail; the rest checks time limits and that
+nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import IN_CI, require_binary
+from tunnelws_testnet.harness import (
+    CATALOGUE,
+    ClientSpec,
+    ProxySpec,
+    Scenario,
+    run_client,
+    select,
+)
+
+TUNNELWS_CLIENT = ClientSpec(
+    "tunnelws",
+    (sys.executable, "-m", "tunnelws_testnet.harness.clients.tunnelws_client"),
+    exit_codes=True,
+)
+NETNS_DIRS = (Path("/run/netns"), Path("/etc/netns"))
+
+# Scenarios where tunnelws's client is known not to behave as the catalogue
+# says, with the reason. Empty: every scenario is correct.
+KNOWN_GAPS: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def netns_capable() -> None:
+    require_binary("ip")
+    require_binary("nft")
+    if os.geteuid() != 0:
+        message = "the OS-level harness needs root (network namespaces, nftables)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def misbehaving(mode: str) -> ClientSpec:
+    return ClientSpec(
+        mode, (sys.executable, "-m", "tunnelws_testnet.harness.clients.misbehaving", mode)
+    )
+
+
+def our_namespaces(pid: int | None = None) -> list[str]:
+    prefix = f"tws-{os.getpid() if pid is None else pid}-"
+    return [
+        p.name for d in NETNS_DIRS if d.is_dir() for p in d.iterdir() if p.name.startswith(prefix)
+    ]
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.timeout(240)
+async def test_tunnelws_client_through_the_whole_catalogue(tmp_path: Path) -> None:
+    for binary in {b for s in CATALOGUE for b in s.requires}:
+        require_binary(binary)
+    begin = time.monotonic()
+    run = await run_client(TUNNELWS_CLIENT, list(CATALOGUE), workdir=tmp_path)
+    elapsed = time.monotonic() - begin
+    wrong = {
+        r.scenario: r.reasons
+        for r in run.results
+        if r.verdict != "correct" and r.scenario not in KNOWN_GAPS
+    }
+    assert wrong == {}
+    by_id = {r.scenario: r for r in run.results}
+    # The failure categories were checked, not just "non-zero".
+    assert by_id["auth-basic-missing"].category == "proxy-auth"
+    assert by_id["transparent-80-ws"].category == "handshake"
+    assert by_id["tunnel-reset"].category == "connection-lost"
+    # What the network saw backs the verdicts up.
+    no_dns = by_id["proxy-no-dns"].observation
+    assert no_dns["dns_queries"] == 0 and no_dns["direct_attempts"] == 0
+    assert [r["target"] for r in no_dns["proxy_requests"]] == ["origin.corp.test:8080"]
+    auth = by_id["auth-basic"].observation
+    # tunnelws sends Basic credentials from the proxy URL at once (no 407 first).
+    assert [r["status"] for r in auth["proxy_requests"]] == [200]
+    assert auth["origin_requests"] and not any(
+        r["proxy_authorization"] or r["secret_seen"] for r in auth["origin_requests"]
+    )
+    # Requests reached the origin through the proxy (its origin-side address).
+    assert {r["peer"] for r in auth["origin_requests"]} == {"10.77.2.1"}
+    assert {r["peer"] for r in by_id["open-direct"].observation["origin_requests"]} == {"10.77.1.2"}
+    assert by_id["proxy-http10"].observation["proxy_requests"][0]["method"] == "CONNECT"
+    # Secrets never reach the report.
+    assert "p@ss" not in json.dumps(run.to_json())
+    assert elapsed < 200, f"the catalogue took {elapsed:.0f} s"
+    assert our_namespaces() == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "scenario_id", "flag"),
+    [
+        ("direct", "proxy-ws", "direct-attempt"),
+        ("direct", "proxy-no-dns", "local-dns"),
+        ("absolute", "proxy-ws", "absolute-form"),
+        ("leak", "auth-basic", "credentials-at-origin"),
+        ("loop", "auth-basic-wrong", "auth-loop"),
+    ],
+)
+async def test_misbehaving_clients_are_flagged(
+    tmp_path: Path, mode: str, scenario_id: str, flag: str
+) -> None:
+    run = await run_client(misbehaving(mode), select([scenario_id]), workdir=tmp_path)
+    [result] = run.results
+    assert result.verdict == "wrong"
+    assert flag in result.flags
+    assert any(reason.startswith(flag) for reason in result.reasons)
+
+
+async def test_direct_client_is_correct_where_direct_is_right(tmp_path: Path) -> None:
+    # The flags depend on the scenario: going direct is correct without a proxy.
+    run = await run_client(
+        misbehaving("direct"), select(["open-direct", "no-proxy-cidr"]), workdir=tmp_path
+    )
+    assert [(r.verdict, r.flags) for r in run.results] == [("correct", []), ("correct", [])]
+
+
+async def test_hanging_client_is_killed_at_the_limit(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pids"
+    script = f"echo $$ > {pid_file}; sleep 60 & echo $! >> {pid_file}; wait"
+    client = ClientSpec("hang", ("sh", "-c", script))
+    [scenario] = select(["blocked-reject"])
+    begin = time.monotonic()
+    run = await run_client(client, [scenario], workdir=tmp_path / "work")
+    [result] = run.results
+    assert result.verdict == "wrong" and result.timed_out
+    assert scenario.time_limit <= result.client_seconds < scenario.time_limit + 2
+    assert time.monotonic() - begin < scenario.time_limit + 6
+    pids = [int(p) for p in pid_file.read_text().split()]
+    assert len(pids) == 2 and not any(alive(p) for p in pids)
+    assert our_namespaces() == []
+
+
+async def test_wrong_failure_category_is_wrong(tmp_path: Path) -> None:
+    client = ClientSpec("exit1", ("sh", "-c", "exit 1"), exit_codes=True)
+    run = await run_client(client, select(["blocked-reject"]), workdir=tmp_path)
+    [result] = run.results
+    assert result.verdict == "wrong"
+    assert "expected category connect (exit 4), got exit 1" in result.reasons[0]
+
+
+def test_cli_run_writes_reports_and_fails(tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tunnelws",
+            "harness",
+            "run",
+            "--scenario",
+            "open-direct",
+            "--scenario",
+            "proxy-ws",
+            "--report",
+            str(report),
+            "--",
+            *misbehaving("direct").argv,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 1, completed.stderr
+    assert "[ 2/2] proxy-ws" in completed.stdout and "direct-attempt" in completed.stdout
+    data = json.loads((report / "results.json").read_text())
+    [run] = data["runs"]
+    assert run["client"] == Path(sys.executable).name
+    assert [r["verdict"] for r in run["results"]] == ["correct", "wrong"]
+    assert "<failure" in (report / "junit.xml").read_text()
+    page = (report / "report.html").read_text()
+    assert "id='d-" in page and "Connection refused" in page
+    assert (report / "artifacts").is_dir()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_cli_signal_tears_everything_down(stop: signal.Signals) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tunnelws", "harness", "run", "--scenario", "idle-timeout"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not our_namespaces(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert our_namespaces(process.pid), "the run never built its namespaces"
+        time.sleep(1.0)  # the client is connected and idling
+        process.send_signal(stop)
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130
+    assert "torn down" in stderr
+    assert our_namespaces(process.pid) == []
+
+
+def test_cleanup_removes_stale_namespaces() -> None:
+    # No process ever has a PID above pid_max: a harness that surely is gone.
+    dead_pid = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    name = f"tws-{dead_pid}-1-c"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    Path(f"/etc/netns/{name}").mkdir(parents=True, exist_ok=True)
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-m", "tunnelws", "harness", "cleanup"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert completed.returncode == 0
+        assert f"removed {name}" in completed.stdout
+        assert our_namespaces(dead_pid) == []
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def test_list_prints_the_catalogue() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "tunnelws", "harness", "list"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    for s in CATALOGUE:
+        assert s.id in completed.stdout
+
+
+async def test_network_that_cannot_start_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    broken = Scenario(
+        "broken-proxy",
+        "test",
+        "a proxy that cannot start",
+        "pass",
+        proxy=ProxySpec(options=("--reply-status", "not-a-number")),
+    )
+    run = await run_client(TUNNELWS_CLIENT, [broken, *select(["open-direct"])], workdir=tmp_path)
+    assert [r.verdict for r in run.results] == ["error", "correct"]
+    assert "companion proxy exited with status 2" in run.results[0].reasons[0]
+    assert our_namespaces() == []

@@ -1,0 +1,266 @@
+"""The harness's pure parts: catalogue, firewall rules, log parsers, verdicts, reports.
+
+No root needed; the OS-level runs are in test_harness_run.py.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+import tunnelws
+from tunnelws_testnet.harness import CATALOGUE, EXIT_CODES, ClientSpec, Firewall, select
+from tunnelws_testnet.harness._firewall import ruleset
+from tunnelws_testnet.harness._observe import (
+    Observation,
+    ProxyRequest,
+    flags_for,
+    parse_companion_log,
+    parse_squid_log,
+    parse_tinyproxy_log,
+    scenario_problems,
+)
+from tunnelws_testnet.harness._report import junit_xml, load_runs, report_html, write_report
+from tunnelws_testnet.harness._runner import RunResult, ScenarioResult, _echoed, _judge
+
+
+def scenario(sid: str):  # type: ignore[no-untyped-def]
+    return next(s for s in CATALOGUE if s.id == sid)
+
+
+def test_catalogue_ids_unique_and_expectations_known() -> None:
+    ids = [s.id for s in CATALOGUE]
+    assert len(ids) == len(set(ids))
+    for s in CATALOGUE:
+        assert s.expect == "pass" or s.expected_category in EXIT_CODES, s.id
+        assert s.time_limit > 0 and s.scheme in ("ws", "wss")
+    # Every catalogue row of sections A-F except those owned elsewhere (auth-ntlm).
+    groups = {s.catalogue_id for s in CATALOGUE}
+    assert {
+        "open-direct",
+        "proxy-no-dns",
+        "ports-443-only",
+        "transparent-80",
+        "tls-intercept-trusted",
+        "bandwidth-limit",
+    } <= groups
+    assert "auth-ntlm" not in groups
+
+
+def test_exit_codes_match_tunnelws_taxonomy() -> None:
+    classes = [
+        tunnelws.DirectConnectError,
+        tunnelws.ProxyConfigError,
+        tunnelws.ProxyConnectError,
+        tunnelws.ProxyAuthError,
+        tunnelws.ProxyRefusedError,
+        tunnelws.ProxyProtocolError,
+        tunnelws.TLSError,
+        tunnelws.HandshakeError,
+        tunnelws.PhaseTimeoutError,
+        tunnelws.ConnectionLostError,
+    ]
+    assert {c.category: c.exit_code for c in classes} == EXIT_CODES
+
+
+def test_select_by_id_group_and_unknown() -> None:
+    assert [s.id for s in select(["ports-443-only"])] == ["ports-443-only-wss", "ports-443-only-ws"]
+    assert [s.id for s in select(["proxy-ws"])] == ["proxy-ws"]
+    assert len(select([])) == len(CATALOGUE)
+    with pytest.raises(KeyError, match="nope"):
+        select(["proxy-ws", "nope"])
+
+
+def test_urls_and_authorities() -> None:
+    assert scenario("proxy-ipv6-target").url == "ws://[fd77:2::2]:8080/echo"
+    assert scenario("ports-443-only-wss").url == "wss://10.77.2.2:443/echo"
+    assert scenario("proxy-no-dns").authority == "origin.corp.test:8080"
+
+
+def test_ruleset_per_firewall() -> None:
+    open_rules = ruleset(Firewall.OPEN)
+    assert 'iifname "cli0" accept' in open_rules and "redirect" not in open_rules
+    reject = ruleset(Firewall.REJECT)
+    assert "reject with tcp reset" in reject
+    drop = ruleset(Firewall.DROP)
+    assert "policy drop" in drop and "reject with tcp reset" not in drop
+    transparent = ruleset(Firewall.TRANSPARENT_80)
+    assert "tcp dport 80 redirect to :3129" in transparent
+    assert "tcp dport 443 accept" in transparent
+    for text in (open_rules, reject, drop, transparent):
+        # In the forward chain, counting comes before any verdict, so every
+        # direct attempt is counted whatever happens to it.
+        forward = text[text.index("chain forward") :].splitlines()
+        counting = next(i for i, line in enumerate(forward) if 'counter name "direct"' in line)
+        deciding = [
+            i
+            for i, line in enumerate(forward)
+            if ("accept" in line or "reject" in line) and "established" not in line
+        ]
+        assert all(counting < i for i in deciding)
+        assert 'th dport 53 counter name "dns"' in text
+
+
+def test_parse_companion_log() -> None:
+    text = "\n".join(
+        [
+            json.dumps(
+                {"event": "auth-required", "method": "CONNECT", "target": "a:1", "status": 407}
+            ),
+            json.dumps({"event": "tunnel", "method": "CONNECT", "target": "a:1", "status": 200}),
+            json.dumps(
+                {"event": "bad-request", "method": "GET", "target": "ws://a:1/echo", "status": 400}
+            ),
+            "not json",
+        ]
+    )
+    requests = parse_companion_log(text)
+    assert [r.status for r in requests] == [407, 200, 400]
+    assert [r.absolute_form for r in requests] == [False, False, True]
+
+
+def test_parse_squid_and_tinyproxy_logs() -> None:
+    squid = (
+        "1795568631.671      3 10.77.1.2 TCP_DENIED/403 3476 CONNECT 10.77.2.2:8080 - "
+        "HIER_NONE/- text/html\n"
+    )
+    assert parse_squid_log(squid) == [ProxyRequest("CONNECT", "10.77.2.2:8080", 403, "TCP_DENIED")]
+    tiny = (
+        "CONNECT   Nov 25 01:00:00.123 [42]: Connect (file descriptor 7): 10.77.1.2\n"
+        "CONNECT   Nov 25 01:00:00.124 [42]: Request (file descriptor 7): "
+        "CONNECT 10.77.2.2:8080 HTTP/1.1\n"
+    )
+    assert parse_tinyproxy_log(tiny) == [ProxyRequest("CONNECT", "10.77.2.2:8080", None, "request")]
+
+
+def test_flags() -> None:
+    proxied = scenario("proxy-ws")
+    seen = Observation(
+        direct_attempts=2,
+        dns_queries=1,
+        proxy_requests=[ProxyRequest("CONNECT", "x:1")] * 3 + [ProxyRequest("GET", "ws://x:1/")],
+        origin_requests=[{"proxy_authorization": False, "secret_seen": True}],
+    )
+    assert flags_for(proxied, seen) == [
+        "direct-attempt",
+        "local-dns",
+        "credentials-at-origin",
+        "absolute-form",
+        "auth-loop",
+    ]
+    # Without a proxy in use, direct connections and lookups are what is expected.
+    assert flags_for(scenario("open-direct"), Observation(direct_attempts=3, dns_queries=1)) == []
+    assert flags_for(scenario("no-proxy-cidr"), Observation(direct_attempts=1)) == []
+
+
+def test_scenario_problems() -> None:
+    ws = scenario("proxy-ws")
+    assert (
+        scenario_problems(
+            ws, Observation(proxy_requests=[ProxyRequest("CONNECT", "10.77.2.2:8080")]), passed=True
+        )
+        == []
+    )
+    assert "CONNECT 10.77.2.2:8080" in scenario_problems(ws, Observation(), passed=True)[0]
+    bypass = scenario("no-proxy-cidr")
+    assert scenario_problems(
+        bypass, Observation(proxy_requests=[ProxyRequest("CONNECT", "x:1")]), passed=True
+    )
+
+
+def _result(sid: str, exit_code: int | None, *, timed_out: bool = False) -> ScenarioResult:
+    s = scenario(sid)
+    return ScenarioResult(
+        s.id,
+        s.catalogue_id,
+        s.section,
+        s.expect,
+        "error",
+        exit_code=exit_code,
+        timed_out=timed_out,
+        time_limit=s.time_limit,
+    )
+
+
+@pytest.mark.parametrize(
+    ("sid", "exit_code", "echoed", "timed_out", "exit_codes", "verdict"),
+    [
+        ("proxy-ws", 0, True, False, False, "correct"),
+        ("proxy-ws", 0, False, False, False, "wrong"),  # no echo printed
+        ("proxy-ws", 1, False, False, False, "wrong"),
+        ("proxy-ws", None, False, True, False, "wrong"),  # hung
+        ("blocked-reject", 4, False, False, True, "correct"),
+        ("blocked-reject", 1, False, False, False, "correct"),  # category not checked
+        ("blocked-reject", 11, False, False, True, "wrong"),  # wrong category
+        ("blocked-reject", 0, False, False, False, "wrong"),  # succeeded where impossible
+    ],
+)
+def test_judge(
+    sid: str, exit_code: int | None, echoed: bool, timed_out: bool, exit_codes: bool, verdict: str
+) -> None:
+    result = _result(sid, exit_code, timed_out=timed_out)
+    observation = Observation(proxy_requests=[ProxyRequest("CONNECT", "10.77.2.2:8080")])
+    _judge(ClientSpec("c", ("c",), exit_codes), scenario(sid), result, observation, echoed=echoed)
+    assert result.verdict == verdict, result.reasons
+    assert bool(result.reasons) == (verdict == "wrong")
+
+
+def test_echo_must_be_a_whole_line() -> None:
+    assert _echoed("connected\nhello 1\n", "hello 1")
+    assert _echoed("hello 1\r\n", "hello 1")
+    assert not _echoed("hello 12\n", "hello 1")
+
+
+def _run(client: str, verdicts: dict[str, str]) -> RunResult:
+    results = []
+    for sid, verdict in verdicts.items():
+        result = _result(sid, 0)
+        result.verdict = verdict
+        result.reasons = [] if verdict == "correct" else ["because <b>"]
+        result.stdout = "out & about"
+        results.append(result)
+    return RunResult(client, [client, "--x"], "2026-01-01T00:00:00Z", 1.5, results)
+
+
+def test_reports_merge_clients_into_one_matrix(tmp_path: Path) -> None:
+    write_report(tmp_path, _run("alpha", {"proxy-ws": "correct", "blocked-reject": "wrong"}))
+    write_report(tmp_path, _run("beta", {"proxy-ws": "skipped"}))
+    write_report(tmp_path, _run("alpha", {"proxy-ws": "correct"}))  # replaces alpha's run
+    runs = load_runs(tmp_path)
+    assert [r["client"] for r in runs] == ["beta", "alpha"]
+    assert [r["scenario"] for r in runs[1]["results"]] == ["proxy-ws"]
+
+    suites = ET.fromstring((tmp_path / "junit.xml").read_text())
+    assert [s.get("name") for s in suites] == ["harness.beta", "harness.alpha"]
+    assert suites[0][0].find("skipped") is not None
+
+    page = (tmp_path / "report.html").read_text()
+    assert "<th>alpha</th>" in page and "<th>beta</th>" in page
+    assert "href='#d-alpha--proxy-ws'" in page and "id='d-alpha--proxy-ws'" in page
+    assert "out &amp; about" in page
+    assert "because <b>" not in page and "because &lt;b&gt;" in page
+
+
+def test_junit_failure_carries_reasons() -> None:
+    run = _run("gamma", {"proxy-ws": "wrong"}).to_json()
+    suites = ET.fromstring(junit_xml([run]))
+    failure = suites[0][0].find("failure")
+    assert failure is not None and failure.get("message") == "because <b>"
+    assert "because &lt;b&gt;" in report_html([run])
+
+
+def test_prerequisites_name_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunnelws_testnet.harness import check_prerequisites
+
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert check_prerequisites(scenario("proxy-ws")) == (
+        "needs root (network namespaces and nftables)"
+    )
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setattr("shutil.which", lambda name: None if name == "squid" else f"/x/{name}")
+    monkeypatch.setattr("os.access", lambda path, mode: False)
+    assert check_prerequisites(scenario("ports-443-only-ws")) == "squid is not installed"
+    assert check_prerequisites(scenario("proxy-ws")) is None
