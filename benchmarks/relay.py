@@ -6,7 +6,7 @@ round trip (median through the tunnel minus median direct). Every proxy runs
 in its own process with its defaults (the companion proxy's `open` profile);
 the client and the sink/echo origin are the same for all.
 
-    .venv/bin/python benchmarks/relay.py [--seconds 2]
+    .venv/bin/python benchmarks/relay.py [--seconds 10] [--rounds 5]
 
 squid comes from Debian (skipped with a note when it is not installed).
 """
@@ -136,9 +136,10 @@ async def median_round_trip_us(proxy: str | None, port: int, seconds: float) -> 
     return statistics.median(samples)
 
 
-async def measure(seconds: float) -> list[tuple[str, float, float, float]]:
+async def measure(seconds: float, rounds: int) -> list[tuple[str, float, float, float]]:
+    """Interleaved rounds, proxy order rotating, medians reported: on a
+    2-core machine a single pass mostly measures what else was running."""
     origin_ready = re.compile(rb"^(\d+) (\d+)\s", re.M)
-    rows = []
     async with (
         spawn([sys.executable, "-u", "-c", ORIGIN_SCRIPT], origin_ready) as ports,
         spawn(
@@ -151,7 +152,6 @@ async def measure(seconds: float) -> list[tuple[str, float, float, float]]:
         ) as pproxy,
     ):
         echo_port, discard_port = int(ports.group(1)), int(ports.group(2))
-        direct = await median_round_trip_us(None, echo_port, seconds)
         with squid() as squid_url:
             proxies = {
                 "tunnelws proxy": companion.group(1).decode(),
@@ -159,15 +159,26 @@ async def measure(seconds: float) -> list[tuple[str, float, float, float]]:
             }
             if squid_url:
                 proxies["squid"] = squid_url
-            for name, url in proxies.items():
-                one = await throughput_mb_s(url, discard_port, 1, seconds)
-                hundred = await throughput_mb_s(url, discard_port, 100, seconds)
-                added = await median_round_trip_us(url, echo_port, seconds) - direct
-                rows.append((name, one, hundred, added))
-                print(
-                    f"  {name}: {one:.0f} MB/s, {hundred:.0f} MB/s x100, +{added:.0f} us",
-                    file=sys.stderr,
-                )
+            samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in proxies}
+            slice_ = seconds / rounds
+            for round_ in range(rounds):
+                names = list(proxies)
+                names = names[round_ % len(names) :] + names[: round_ % len(names)]
+                for name in names:
+                    url = proxies[name]
+                    one = await throughput_mb_s(url, discard_port, 1, slice_)
+                    hundred = await throughput_mb_s(url, discard_port, 100, slice_)
+                    # Paired with a direct sample taken right before it.
+                    direct = await median_round_trip_us(None, echo_port, slice_ / 2)
+                    added = await median_round_trip_us(url, echo_port, slice_ / 2) - direct
+                    samples[name].append((one, hundred, added))
+    rows = []
+    for name, values in samples.items():
+        one, hundred, added = (statistics.median(column) for column in zip(*values, strict=True))
+        rows.append((name, one, hundred, added))
+        print(
+            f"  {name}: {one:.0f} MB/s, {hundred:.0f} MB/s x100, +{added:.0f} us", file=sys.stderr
+        )
     return rows
 
 
@@ -188,9 +199,10 @@ def render(rows: list[tuple[str, float, float, float]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per proxy, all rounds")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    print(render(trio.run(measure, args.seconds)))
+    print(render(trio.run(measure, args.seconds, args.rounds)))
 
 
 if __name__ == "__main__":

@@ -152,15 +152,20 @@ class _Relay:
                     raise trio.BrokenResourceError(str(exc)) from exc
 
         reads = 0
+        drained = False
         while True:
-            try:
-                data = os.read(src_fd, DIRECT_CHUNK_BYTES)
-            except BlockingIOError:
+            if drained:
+                # A short read emptied the socket: wait for the kernel instead
+                # of spending a read that can only say EAGAIN.
                 try:
                     await trio.lowlevel.wait_readable(src_fd)
                 except trio.ClosedResourceError:
                     self.finish("error")
                     return
+            try:
+                data = os.read(src_fd, DIRECT_CHUNK_BYTES)
+            except BlockingIOError:
+                drained = True
                 continue
             except OSError:
                 self.finish("error")
@@ -168,6 +173,7 @@ class _Relay:
                 return
             if not data:
                 break
+            drained = len(data) < DIRECT_CHUNK_BYTES
             self.last_activity = trio.current_time()
             await self._send_piece(dst, data, direction, None, write=write)
             reads += 1
