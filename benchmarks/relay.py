@@ -17,17 +17,16 @@ import argparse
 import contextlib
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
 import trio
 
 import tunnelws
+from _processes import spawn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -55,27 +54,6 @@ asyncio.run(main())
 """
 
 CHUNK = b"\x5a" * 65536
-
-
-@asynccontextmanager
-async def spawn(args: list[str], ready: re.Pattern[bytes]) -> AsyncIterator[re.Match[bytes]]:
-    process = await trio.lowlevel.open_process(
-        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        assert process.stdout is not None
-        output = b""
-        with trio.fail_after(15):
-            while not (match := ready.search(output)):
-                chunk = await process.stdout.receive_some()
-                if not chunk:
-                    raise RuntimeError(f"{args} did not start: {output!r}")
-                output += chunk
-        yield match
-    finally:
-        process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,6 +31,7 @@ import websockets
 import websockets.trio.client
 
 import tunnelws
+from _processes import spawn
 
 ORIGIN_SCRIPT = """
 import asyncio, sys
@@ -59,27 +59,6 @@ class Client(Protocol):
 class Peers:
     origin_url: str
     proxy_url: str
-
-
-@asynccontextmanager
-async def spawn(args: list[str], ready: re.Pattern[bytes]) -> AsyncIterator[re.Match[bytes]]:
-    process = await trio.lowlevel.open_process(
-        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        assert process.stdout is not None
-        output = b""
-        with trio.fail_after(15):
-            while not (match := ready.search(output)):
-                chunk = await process.stdout.receive_some()
-                if not chunk:
-                    raise RuntimeError(f"{args[2:]} did not start: {output!r}")
-                output += chunk
-        yield match
-    finally:
-        process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
 
 
 @asynccontextmanager

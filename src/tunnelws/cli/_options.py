@@ -13,7 +13,14 @@ from .._errors import TunnelError
 from .._route import AUTO
 from .._trust import default_ssl_context
 
-__all__ = ["add_route_arguments", "parse_header", "report_error", "route_kwargs", "stderr_trace"]
+__all__ = [
+    "add_header_argument",
+    "add_route_arguments",
+    "parse_header",
+    "report_error",
+    "route_kwargs",
+    "stderr_trace",
+]
 
 EXIT_USAGE = 2
 
@@ -76,6 +83,19 @@ def add_route_arguments(parser: argparse.ArgumentParser) -> None:
         "--verbose",
         action="store_true",
         help="show the route and the proxy exchange on stderr (credentials as ***)",
+    )
+
+
+def add_header_argument(parser: argparse.ArgumentParser, *, request: str) -> None:
+    """``-H 'K: V'``, repeatable: extra headers for the origin request."""
+    parser.add_argument(
+        "-H",
+        "--header",
+        metavar="'K: V'",
+        type=parse_header,
+        action="append",
+        default=[],
+        help=f"extra header for the {request} (repeatable)",
     )
 
 

@@ -16,7 +16,12 @@ import trio
 
 from .._errors import ConnectionClosed, ConnectionLostError
 from .._websocket import WebSocketConnection, open_websocket
-from ._options import add_route_arguments, parse_header, report_error, route_kwargs
+from ._options import (
+    add_header_argument,
+    add_route_arguments,
+    report_error,
+    route_kwargs,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -28,15 +33,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("url", help="ws:// or wss:// URL")
     add_route_arguments(parser)
-    parser.add_argument(
-        "-H",
-        "--header",
-        metavar="'K: V'",
-        type=parse_header,
-        action="append",
-        default=[],
-        help="extra header for the WebSocket upgrade request (repeatable)",
-    )
+    add_header_argument(parser, request="WebSocket upgrade request")
     parser.add_argument(
         "--subprotocol",
         metavar="P",

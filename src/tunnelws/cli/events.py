@@ -20,7 +20,12 @@ import trio
 
 from .._event_stream import EventStream, open_event_stream
 from .._sse import ServerSentEvent
-from ._options import add_route_arguments, parse_header, report_error, route_kwargs
+from ._options import (
+    add_header_argument,
+    add_route_arguments,
+    report_error,
+    route_kwargs,
+)
 
 __all__ = ["format_event", "register", "run"]
 
@@ -61,15 +66,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("url", help="http:// or https:// URL of the event stream")
     add_route_arguments(parser)
-    parser.add_argument(
-        "-H",
-        "--header",
-        metavar="'K: V'",
-        type=parse_header,
-        action="append",
-        default=[],
-        help="extra header for the GET request (repeatable)",
-    )
+    add_header_argument(parser, request="GET request")
     parser.add_argument(
         "--json", action="store_true", help='print {"type", "data", "id"} JSON lines'
     )
