@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._auth import Credentials
+from ._check import CheckOptions, CheckReport, run_check
 from ._errors import (
     ConnectionClosed,
     ConnectionLostError,
@@ -30,6 +31,8 @@ from ._websocket import ReadyState, WebSocketConnection, open_websocket
 
 __all__ = [
     "AUTO",
+    "CheckOptions",
+    "CheckReport",
     "ConnectionClosed",
     "ConnectionLostError",
     "Credentials",
@@ -58,4 +61,5 @@ __all__ = [
     "open_websocket",
     "parse_target",
     "resolve_proxy",
+    "run_check",
 ]
