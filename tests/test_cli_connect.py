@@ -93,7 +93,7 @@ EXIT_CASES = {
     # name: (exit code, text the one-line message must contain)
     "usage": (2, "unsupported URL scheme"),
     "config": (3, "https_proxy"),
-    "direct-connect": (4, "cannot connect"),
+    "direct-connect": (4, "Connection refused"),
     "proxy-connect": (5, "cannot connect to proxy"),
     "proxy-auth": (6, "407"),
     "proxy-refused": (7, "403"),

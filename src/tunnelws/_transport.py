@@ -8,6 +8,7 @@ OS and TLS failures into the error taxonomy.
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -253,13 +254,24 @@ async def _connect_tcp(
         try:
             stream = await trio.open_tcp_stream(host, port)
         except OSError as exc:
-            reason = exc.strerror or str(exc)
+            reason = _connect_failure_reason(exc)
             if via_proxy:
                 raise ProxyConnectError(f"cannot connect to proxy {authority}: {reason}") from exc
             raise DirectConnectError(f"cannot connect to {authority}: {reason}") from exc
     if trace:
         trace(f"* Connected to {what} {authority}")
     return stream
+
+
+def _connect_failure_reason(exc: OSError) -> str:
+    """Why a connect failed: trio reports "all attempts ... failed" and keeps
+    each address's own error (refused, unreachable) in an exception group."""
+    # getattr, not isinstance: the builtin BaseExceptionGroup is 3.11+.
+    attempts = getattr(exc.__cause__, "exceptions", ())
+    reasons = dict.fromkeys(
+        os.strerror(e.errno) if e.errno else str(e) for e in attempts if isinstance(e, OSError)
+    )
+    return ", ".join(reasons) or exc.strerror or str(exc)
 
 
 async def start_tls(
