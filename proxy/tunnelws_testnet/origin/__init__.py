@@ -17,7 +17,7 @@ browser compatibility page) and ``/config`` (the ports, for the page). See
 
 from __future__ import annotations
 
-from ._config import OriginAddresses, OriginConfig
+from ._config import OriginAddresses, OriginConfig, RequestInfo
 from ._server import serve_origin
 from ._tls import LOOPBACK_NAMES, LocalCA, make_test_ca
 
@@ -26,6 +26,7 @@ __all__ = [
     "LocalCA",
     "OriginAddresses",
     "OriginConfig",
+    "RequestInfo",
     "make_test_ca",
     "serve_origin",
 ]

@@ -3,7 +3,52 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """One request head as the origin received it: what ``/info`` reports.
+
+    Handed to :attr:`OriginConfig.on_request` for every request, before it is
+    answered. Headers keep their received order and spelling; values are
+    decoded as Latin-1 (HTTP's byte-preserving text encoding).
+    """
+
+    method: str
+    target: str
+    http_version: str
+    headers: tuple[tuple[str, str], ...]
+    client: tuple[str, int]  # the peer's (host, port)
+    tls: bool
+    tls_version: str | None = None
+    tls_cipher: str | None = None
+    alpn: str | None = None
+
+    @property
+    def request_line(self) -> str:
+        return f"{self.method} {self.target} HTTP/{self.http_version}"
+
+    def header_names(self) -> list[str]:
+        """The header names, lower-cased, in received order."""
+        return [name.lower() for name, _ in self.headers]
+
+    def to_json(self) -> dict[str, Any]:
+        """The same fields as ``/info`` (without its WebSocket-only ones)."""
+        return {
+            "request_line": self.request_line,
+            "method": self.method,
+            "target": self.target,
+            "http_version": self.http_version,
+            "headers": [[name, value] for name, value in self.headers],
+            "client": {"host": self.client[0], "port": self.client[1]},
+            "tls": self.tls,
+            "tls_version": self.tls_version,
+            "tls_cipher": self.tls_cipher,
+            "alpn": self.alpn,
+        }
 
 
 @dataclass
@@ -34,6 +79,11 @@ class OriginConfig:
     websocket_idle_timeout: float = 300.0
     #: Seconds to wait for the peer's Close frame / EOF after we sent ours.
     close_timeout: float = 5.0
+    #: Called with every request head received (any path, also ones answered
+    #: 404 or rejected), before it is answered, in the connection's task: keep
+    #: it quick and non-blocking. An exception it raises is not caught (it
+    #: stops the server), so a broken hook fails loudly.
+    on_request: Callable[[RequestInfo], None] | None = None
 
     def __post_init__(self) -> None:
         if self.tls_port is not None and self.ssl_context is None:

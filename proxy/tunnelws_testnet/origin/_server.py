@@ -11,7 +11,7 @@ import h11
 import trio
 
 from . import _sse, _websocket
-from ._config import OriginAddresses, OriginConfig
+from ._config import OriginAddresses, OriginConfig, RequestInfo
 from ._http import ClientGone, HTTPConnection, describe_peer
 from ._info import describe_request
 from ._page import page_config, page_html
@@ -71,6 +71,8 @@ async def _serve_connection(
             request = await http.next_request()
             if request is None:
                 return
+            if config.on_request is not None:
+                config.on_request(_request_info(request, http.stream))
             keep_alive = await _route(http, request, addresses)
             if not keep_alive or not http.start_next_cycle():
                 return
@@ -80,6 +82,24 @@ async def _serve_connection(
         logger.debug("connection broken: %r", exc)
     finally:
         await trio.aclose_forcefully(stream)
+
+
+def _request_info(request: h11.Request, stream: trio.abc.Stream) -> RequestInfo:
+    peer = describe_peer(stream)
+    return RequestInfo(
+        method=request.method.decode("ascii", errors="replace"),
+        target=request.target.decode("ascii", errors="replace"),
+        http_version=request.http_version.decode("ascii", errors="replace"),
+        headers=tuple(
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in request.headers.raw_items()
+        ),
+        client=peer.client,
+        tls=peer.tls,
+        tls_version=peer.tls_version,
+        tls_cipher=peer.cipher,
+        alpn=peer.alpn,
+    )
 
 
 async def _route(http: HTTPConnection, request: h11.Request, addresses: OriginAddresses) -> bool:
