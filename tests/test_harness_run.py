@@ -105,6 +105,36 @@ async def test_tunnelws_client_through_the_whole_catalogue(tmp_path: Path) -> No
     assert {r["peer"] for r in auth["origin_requests"]} == {"10.77.2.1"}
     assert {r["peer"] for r in by_id["open-direct"].observation["origin_requests"]} == {"10.77.1.2"}
     assert by_id["proxy-http10"].observation["proxy_requests"][0]["method"] == "CONNECT"
+    # NTLM: probe, type 1 and type 3 on one connection; with the proxy closing
+    # after each 407 the handshake cannot finish and no loop follows.
+    ntlm = by_id["auth-ntlm"].observation
+    assert [m["type"] for m in ntlm["ntlm_messages"]] == [1, 2, 3]
+    assert len({m["connection"] for m in ntlm["ntlm_messages"]}) == 1
+    assert [r["status"] for r in ntlm["proxy_requests"]] == [407, 407, 200]
+    assert by_id["auth-ntlm"].env["http_proxy"].startswith("http://CORP%5Calice:***@")
+    assert by_id["auth-ntlm-close"].category == "proxy-auth"
+    assert by_id["auth-ntlm-close"].observation["connect_attempts"] <= 3
+    # SOCKS5: the proxy resolved the name; socks5:// tried to resolve locally.
+    for socks in ("socks5h", "socks5h-microsocks"):
+        seen = by_id[socks].observation
+        assert seen["dns_queries"] == 0 and seen["direct_attempts"] == 0
+        assert [r["target"] for r in seen["proxy_requests"]] == ["origin.corp.test:8080"]
+        assert [k for k in by_id[socks].env if "proxy" in k.lower()] == ["ALL_PROXY"]
+    local = by_id["socks5-local-dns"]
+    assert local.category == "connect" and local.observation["dns_queries"] > 0
+    assert local.observation["proxy_requests"] == []
+    # PAC: the closed port first (reset), then one CONNECT through the proxy.
+    for pac in ("pac-failover", "pac-http-failover", "pac-wpad"):
+        seen = by_id[pac].observation
+        assert seen["dead_proxy_attempts"] >= 1 and seen["connect_attempts"] == 1
+        assert seen["dns_queries"] == 0
+        assert by_id[pac].env["https_proxy"].startswith("pac+")
+    # WPAD found the script by the client's domain, through its hosts file.
+    assert '"GET /wpad.dat HTTP/1.1" 200' in (tmp_path / "pac-wpad" / "pac-server.out").read_text()
+    # The system store scenario gave the client no CA variable at all.
+    assert not {"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"} & set(
+        by_id["tls-intercept-system-store"].env
+    )
     # Secrets never reach the report.
     assert "p@ss" not in json.dumps(run.to_json())
     assert elapsed < 200, f"the catalogue took {elapsed:.0f} s"
@@ -242,6 +272,22 @@ def test_cleanup_removes_stale_namespaces() -> None:
         assert our_namespaces(dead_pid) == []
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+async def test_system_store_scenario_depends_on_the_installed_ca(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without the corporate CA in the namespace's /etc/ssl the same client
+    # fails TLS: the pass above came from the system store, not from elsewhere.
+    from tunnelws_testnet.harness import _network
+
+    monkeypatch.setattr(_network, "install_system_ca", lambda name, ca_pem: None)
+    run = await run_client(
+        TUNNELWS_CLIENT, select(["tls-intercept-system-store"]), workdir=tmp_path
+    )
+    [result] = run.results
+    assert result.verdict == "wrong" and result.category == "tls"
+    assert our_namespaces() == []
 
 
 def test_list_prints_the_catalogue() -> None:

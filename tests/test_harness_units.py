@@ -14,11 +14,17 @@ import pytest
 import tunnelws
 from tunnelws_testnet.harness import CATALOGUE, EXIT_CODES, ClientSpec, Firewall, select
 from tunnelws_testnet.harness._firewall import ruleset
+from tunnelws_testnet.harness._netns import install_system_ca
+from tunnelws_testnet.harness._network import _client_env, _proxy_url, pac_script
 from tunnelws_testnet.harness._observe import (
+    NtlmMessage,
     Observation,
     ProxyRequest,
     flags_for,
     parse_companion_log,
+    parse_microsocks_log,
+    parse_ntlm_messages,
+    parse_pproxy_log,
     parse_squid_log,
     parse_tinyproxy_log,
     scenario_problems,
@@ -37,17 +43,20 @@ def test_catalogue_ids_unique_and_expectations_known() -> None:
     for s in CATALOGUE:
         assert s.expect == "pass" or s.expected_category in EXIT_CODES, s.id
         assert s.time_limit > 0 and s.scheme in ("ws", "wss")
-    # Every catalogue row of sections A-F except those owned elsewhere (auth-ntlm).
+    # Every catalogue row of ../shared/scenarios.md, sections A-G.
     groups = {s.catalogue_id for s in CATALOGUE}
     assert {
         "open-direct",
         "proxy-no-dns",
+        "auth-ntlm",
         "ports-443-only",
         "transparent-80",
         "tls-intercept-trusted",
+        "tls-intercept-system-store",
         "bandwidth-limit",
+        "socks5h",
+        "pac-failover",
     } <= groups
-    assert "auth-ntlm" not in groups
 
 
 def test_exit_codes_match_tunnelws_taxonomy() -> None:
@@ -86,7 +95,8 @@ def test_ruleset_per_firewall() -> None:
     reject = ruleset(Firewall.REJECT)
     assert "reject with tcp reset" in reject
     drop = ruleset(Firewall.DROP)
-    assert "policy drop" in drop and "reject with tcp reset" not in drop
+    forward_drop = drop[drop.index("chain forward") :]
+    assert "policy drop" in drop and "reject with tcp reset" not in forward_drop
     transparent = ruleset(Firewall.TRANSPARENT_80)
     assert "tcp dport 80 redirect to :3129" in transparent
     assert "tcp dport 443 accept" in transparent
@@ -264,3 +274,131 @@ def test_prerequisites_name_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr("os.access", lambda path, mode: False)
     assert check_prerequisites(scenario("ports-443-only-ws")) == "squid is not installed"
     assert check_prerequisites(scenario("proxy-ws")) is None
+
+
+def test_proxy_urls_carry_scheme_port_and_encoded_windows_user() -> None:
+    assert _proxy_url(scenario("auth-ntlm")) == (
+        "http://CORP%5Calice:ntlm-p%40ss%2Fw%25rd%21@10.77.1.1:3128"
+    )
+    assert _proxy_url(scenario("socks5h")) == "socks5h://sockuser:s0cks-pass-7@10.77.1.1:1080"
+    assert _proxy_url(scenario("socks5-local-dns")).startswith("socks5://")
+    assert _proxy_url(scenario("https-proxy")) == "https://10.77.1.1:3128"
+
+
+def test_client_env_per_configuration(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    socks = _client_env(scenario("socks5h"), ca, "hi")
+    # Only ALL_PROXY: an http(s)_proxy would win over it.
+    assert [k for k in socks if "proxy" in k.lower()] == ["ALL_PROXY"]
+    assert socks["SSL_CERT_FILE"] == str(ca)
+    pac = _client_env(scenario("pac-failover"), ca, "hi", pac_url="pac+file:///x/proxy.pac")
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        assert pac[name] == "pac+file:///x/proxy.pac"
+    system = _client_env(scenario("tls-intercept-system-store"), None, "hi")
+    assert not {"SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"} & set(
+        system
+    )
+    assert system["https_proxy"] == "http://10.77.1.1:3128"
+
+
+def test_wpad_hosts_give_the_client_a_domain(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunnelws_testnet.harness import _network
+
+    monkeypatch.setattr(_network.socket, "gethostname", lambda: "laptop.example.org")
+    assert _network._wpad_hosts() == [
+        ("10.77.1.2", "laptop.corp.test laptop.example.org"),
+        ("10.77.1.1", "wpad.corp.test"),
+    ]
+
+
+def test_pac_script_lists_the_dead_proxy_first() -> None:
+    script = pac_script(3128)
+    assert "function FindProxyForURL(url, host)" in script
+    assert '"PROXY 10.77.1.1:3130; PROXY 10.77.1.1:3128; DIRECT"' in script
+    # The dead proxy's port is rejected with a reset and counted.
+    rules = ruleset(Firewall.REJECT)
+    assert 'tcp dport 3130 ct state new counter name "dead_proxy" reject with tcp reset' in rules
+
+
+def test_install_system_ca_copies_the_store_and_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tunnelws_testnet.harness import _netns
+
+    system = tmp_path / "etc-ssl"
+    (system / "certs").mkdir(parents=True)
+    (system / "private").mkdir()
+    (system / "private" / "key.pem").write_text("KEY")
+    (system / "certs" / "ca-certificates.crt").write_text("SYSTEM-CA")  # no final newline
+    (system / "certs" / "abcd.0").symlink_to("/usr/share/ca-certificates/x.crt")
+    monkeypatch.setattr(_netns, "SYSTEM_SSL", system)
+    monkeypatch.setattr(_netns, "NETNS_ETC", tmp_path / "netns")
+    corporate = tmp_path / "corp.pem"
+    corporate.write_text("CORP-CA\n")
+    install_system_ca("tws-1-1-c", corporate)
+    copy = tmp_path / "netns" / "tws-1-1-c" / "ssl"
+    assert (copy / "certs" / "ca-certificates.crt").read_text() == "SYSTEM-CA\nCORP-CA\n"
+    assert (copy / "certs" / "abcd.0").is_symlink()
+    assert not (copy / "private").exists()
+    assert (system / "certs" / "ca-certificates.crt").read_text() == "SYSTEM-CA"
+
+
+def test_ntlm_messages_from_the_companion_log() -> None:
+    log = "\n".join(
+        json.dumps(record)
+        for record in [
+            {"event": "auth-required", "method": "CONNECT", "target": "a:1", "status": 407},
+            {"event": "auth-message", "client": "10.77.1.2:5000", "ntlm": {"type": 1}},
+            {"event": "auth-message", "client": "10.77.1.2:5000", "ntlm": {"type": 2}},
+            {"event": "auth-message", "client": "10.77.1.2:5001", "ntlm": {"type": 3}},
+            {"event": "auth-message", "client": "10.77.1.2:5001", "ntlm": "garbled"},
+        ]
+    )
+    messages = parse_ntlm_messages(log)
+    assert [(m.connection, m.type) for m in messages] == [
+        ("10.77.1.2:5000", 1),
+        ("10.77.1.2:5000", 2),
+        ("10.77.1.2:5001", 3),
+    ]
+    split = Observation(ntlm_messages=messages)
+    assert not split.ntlm_handshake_on_one_connection()
+    ntlm = scenario("auth-ntlm")
+    assert any("share one connection" in p for p in scenario_problems(ntlm, split, True))
+    one = Observation(ntlm_messages=[NtlmMessage("c:1", t) for t in (1, 2, 3)])
+    assert one.ntlm_handshake_on_one_connection()
+    assert scenario_problems(ntlm, one, True) == []
+
+
+def test_socks_proxy_logs() -> None:
+    pproxy = parse_pproxy_log(
+        "Serving on ipv? 10.77.1.1:1080 by socks5 \n"
+        "socks5 10.77.1.2:40000 -> origin.corp.test:8080\n"
+        "Unauthorized SOCKS b'u':b'x' from 10.77.1.2\n"
+    )
+    assert [(r.method, r.target) for r in pproxy] == [("CONNECT", "origin.corp.test:8080")]
+    micro = parse_microsocks_log("client[4] 10.77.1.2: connected to origin.corp.test:8080\n")
+    assert [(r.method, r.target) for r in micro] == [("CONNECT", "origin.corp.test:8080")]
+
+
+def test_flags_and_problems_of_the_new_scenarios() -> None:
+    # socks5:// must resolve locally: its lookups are expected, not a flag...
+    assert flags_for(scenario("socks5-local-dns"), Observation(dns_queries=2)) == []
+    # ...while socks5h:// leaves names to the proxy.
+    assert flags_for(scenario("socks5h"), Observation(dns_queries=1)) == ["local-dns"]
+    connects = [ProxyRequest("CONNECT", "a:1", 407)] * 3
+    assert flags_for(scenario("auth-ntlm"), Observation(proxy_requests=connects)) == []
+    assert flags_for(scenario("auth-basic"), Observation(proxy_requests=connects)) == ["auth-loop"]
+    assert "auth-loop" in flags_for(
+        scenario("auth-ntlm-close"), Observation(proxy_requests=[*connects, *connects])
+    )
+    pac = scenario("pac-failover")
+    good = [ProxyRequest("CONNECT", "10.77.2.2:8080", 200)]
+    assert (
+        scenario_problems(pac, Observation(proxy_requests=good, dead_proxy_attempts=1), True) == []
+    )
+    skipped_dead = scenario_problems(pac, Observation(proxy_requests=good), True)
+    assert any("never tried" in p for p in skipped_dead)
+    twice = scenario_problems(
+        pac, Observation(proxy_requests=good * 2, dead_proxy_attempts=1), True
+    )
+    assert twice == ["proxy should have seen exactly 1 CONNECT(s), saw 2"]

@@ -2,9 +2,9 @@
 
 Each scenario is a set of Linux network namespaces (client, router/firewall/proxy,
 origin) joined by veth pairs, with nftables rules for the firewall, the companion
-proxy (or squid/tinyproxy) and the origin test server. The client command runs in
-the client namespace with the scenario's environment; the verdict comes from its
-outcome and from what the network saw it do. See docs/harness.md.
+proxy (or squid, tinyproxy, pproxy, a SOCKS5 server) and the origin test server.
+The client command runs in the client namespace with the scenario's environment;
+the verdict comes from its outcome and from what the network saw it do. See docs/harness.md.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ._runner import (
     check_prerequisites,
     run_client,
 )
-from ._scenarios import CATALOGUE, Firewall, ProxyKind, ProxySpec, Scenario, select
+from ._scenarios import CATALOGUE, Firewall, PacDelivery, ProxyKind, ProxySpec, Scenario, select
 
 __all__ = [
     "CATALOGUE",
@@ -28,6 +28,7 @@ __all__ = [
     "ClientSpec",
     "Firewall",
     "Observation",
+    "PacDelivery",
     "ProxyKind",
     "ProxySpec",
     "RunResult",

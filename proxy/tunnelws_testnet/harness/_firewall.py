@@ -5,7 +5,10 @@ can be read and tested without root. Two named counters make the network-side
 observations: ``direct`` counts new connections the client starts towards
 anything beyond the router (a direct attempt when a proxy is configured), and
 ``dns`` counts DNS queries the client sends (it has no other resolver), which
-are then rejected so resolvers fail fast instead of waiting.
+are then rejected so resolvers fail fast instead of waiting. A third,
+``dead_proxy``, counts connection attempts to the router's
+:data:`DEAD_PROXY_PORT`, the PAC scenarios' first (unreachable) proxy, which
+is rejected with a TCP reset.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from ._scenarios import TRANSPARENT_PORT, Firewall
+from ._scenarios import DEAD_PROXY_PORT, TRANSPARENT_PORT, Firewall
 
 __all__ = ["TABLE", "apply_ruleset", "read_counters", "ruleset"]
 
@@ -37,6 +40,7 @@ def ruleset(firewall: Firewall) -> str:
         f"table inet {TABLE} {{",
         "  counter direct { }",
         "  counter dns { }",
+        "  counter dead_proxy { }",
         "  chain prerouting {",
         "    type nat hook prerouting priority dstnat; policy accept;",
         *(f"    {rule}" for rule in prerouting),
@@ -45,6 +49,8 @@ def ruleset(firewall: Firewall) -> str:
         "    type filter hook input priority filter; policy accept;",
         f'    iifname "{CLIENT_SIDE}" meta l4proto {{ tcp, udp }} th dport 53 counter name "dns" '
         "reject with icmpx type port-unreachable",
+        f'    iifname "{CLIENT_SIDE}" tcp dport {DEAD_PROXY_PORT} ct state new '
+        'counter name "dead_proxy" reject with tcp reset',
         "  }",
         "  chain forward {",
         "    type filter hook forward priority filter; policy drop;",
@@ -79,7 +85,7 @@ def apply_ruleset(netns: str, firewall: Firewall) -> None:
 
 
 def read_counters(netns: str) -> dict[str, int]:
-    """Packets per named counter (``direct``, ``dns``); empty if unreadable."""
+    """Packets per named counter (``direct``, ``dns``, ``dead_proxy``); empty if unreadable."""
     result = subprocess.run(
         ["ip", "netns", "exec", netns, "nft", "-j", "list", "counters", "table", "inet", TABLE],
         capture_output=True,

@@ -44,12 +44,17 @@ __all__ = [
     "Topology",
     "cleanup_stale",
     "create_topology",
+    "install_system_ca",
     "kill_pids",
     "netns_pids",
 ]
 
 NAME_PREFIX = "tws-"
 NETNS_ETC = Path("/etc/netns")
+SYSTEM_SSL = Path("/etc/ssl")
+# The system bundle (OpenSSL's default cafile /usr/lib/ssl/cert.pem links here,
+# and truststore reads it on Debian-like systems).
+SYSTEM_BUNDLE = Path("certs/ca-certificates.crt")
 _COMMAND_TIMEOUT = 10.0
 _counter = itertools.count(1)
 
@@ -146,6 +151,25 @@ def _write_etc(name: str, *, hosts: Sequence[tuple[str, str]], nameserver: str) 
     (directory / "resolv.conf").write_text(
         f"nameserver {nameserver}\noptions timeout:1 attempts:1\n"
     )
+
+
+def install_system_ca(name: str, ca_pem: Path) -> None:
+    """Add ``ca_pem`` to the system trust store as seen inside namespace ``name``.
+
+    ``ip netns exec`` bind-mounts every entry of ``/etc/netns/NAME/`` over
+    ``/etc/``, so a copy of ``/etc/ssl`` there, with the CA appended to its
+    bundle, is the store of every process started in ``name`` (OpenSSL's
+    ``/usr/lib/ssl/{certs,cert.pem}`` point into ``/etc/ssl``). The machine's
+    own store is untouched; teardown removes the copy with ``/etc/netns/NAME``.
+    """
+    target = NETNS_ETC / name / "ssl"
+    # private/ holds keys that no client needs.
+    shutil.copytree(SYSTEM_SSL, target, symlinks=True, ignore=shutil.ignore_patterns("private"))
+    bundle = target / SYSTEM_BUNDLE
+    existing = bundle.read_bytes() if bundle.exists() else b""
+    bundle.unlink(missing_ok=True)  # it may be a symlink into the real store
+    separator = b"" if not existing or existing.endswith(b"\n") else b"\n"
+    bundle.write_bytes(existing + separator + ca_pem.read_bytes())
 
 
 def netns_pids(name: str) -> list[int]:

@@ -15,6 +15,7 @@ import base64
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,14 +31,19 @@ import trio
 from tunnelws_testnet.origin import LocalCA, make_test_ca
 
 from ._firewall import apply_ruleset
-from ._netns import Topology, create_topology
+from ._netns import Topology, create_topology, install_system_ca
 from ._scenarios import (
+    CLIENT_ADDRESS,
+    CORP_DOMAIN,
+    DEAD_PROXY_PORT,
     ORIGIN_ADDRESS,
     ORIGIN_ADDRESS6,
     ORIGIN_NAME,
+    PAC_PORT,
     PROXY_ADDRESS,
     PROXY_PORT,
     TRANSPARENT_PORT,
+    PacDelivery,
     ProxyKind,
     Scenario,
 )
@@ -48,6 +54,7 @@ __all__ = [
     "NetworkStartError",
     "RunningNetwork",
     "make_harness_ca",
+    "pac_script",
     "scenario_network",
 ]
 
@@ -92,6 +99,24 @@ def _teardown_everything() -> None:
 atexit.register(_teardown_everything)
 
 
+def _wpad_hosts() -> list[tuple[str, str]]:
+    # The namespaces share the machine's host name; in the client's hosts file
+    # it becomes HOST.corp.test (socket.getfqdn() reads it there, no DNS), so
+    # WPAD discovery asks for wpad.corp.test first, which is the router.
+    hostname = socket.gethostname()
+    short = hostname.split(".")[0]
+    return [
+        (CLIENT_ADDRESS, f"{short}.{CORP_DOMAIN} {hostname}"),
+        (PROXY_ADDRESS, f"wpad.{CORP_DOMAIN}"),
+    ]
+
+
+def pac_script(proxy_port: int) -> str:
+    """The PAC file of the pac-* scenarios: a dead proxy first, then the real one."""
+    answer = f"PROXY {PROXY_ADDRESS}:{DEAD_PROXY_PORT}; PROXY {PROXY_ADDRESS}:{proxy_port}; DIRECT"
+    return f'function FindProxyForURL(url, host) {{\n  return "{answer}";\n}}\n'
+
+
 class NetworkStartError(RuntimeError):
     """The origin or the proxy did not come up; the message has its output."""
 
@@ -131,6 +156,8 @@ async def scenario_network(
 ) -> AsyncIterator[RunningNetwork]:
     """Build and run ``scenario``'s network; tear it down on exit."""
     client_hosts = [(ORIGIN_ADDRESS, ORIGIN_NAME)] if scenario.client_knows_origin_name else []
+    if scenario.pac is PacDelivery.WPAD:
+        client_hosts += _wpad_hosts()
 
     def build() -> Topology:
         directory.mkdir(parents=True, exist_ok=True)
@@ -229,7 +256,7 @@ async def _start_servers(
                     "--onward-ca",
                     str(ca.ca_pem_path),
                 ]
-                if spec.client_trusts_intercept_ca:
+                if spec.client_trusts_intercept_ca or spec.intercept_ca_in_system_store:
                     ca_file = intercept_dir / "tunnelws-proxy-ca.pem"
             proxy = await _spawn(topology, topology.router, argv, outputs["proxy"], processes)
             waits.append(
@@ -245,25 +272,43 @@ async def _start_servers(
             proxy_log = await _start_squid(
                 topology, directory, outputs["proxy"], processes, cleanups, waits
             )
+        elif spec.kind is ProxyKind.MICROSOCKS:
+            # Its output is its log: "client[N] ADDR: connected to HOST:PORT".
+            proxy_log = outputs["proxy"]
+            argv = [shutil.which("microsocks") or "/usr/bin/microsocks"]
+            argv += ["-i", PROXY_ADDRESS, "-p", str(spec.port)]
+            if spec.auth is not None:
+                argv += ["-u", spec.auth[0], "-P", spec.auth[1]]
+            proxy = await _spawn(topology, topology.router, argv, proxy_log, processes)
+            waits.append(
+                partial(
+                    _wait_until,
+                    proxy,
+                    partial(_listening, proxy.pid, spec.port),
+                    "microsocks",
+                    proxy_log,
+                )
+            )
         elif spec.kind is ProxyKind.TINYPROXY:
             proxy_log = await _start_tinyproxy(
                 topology, directory, outputs["proxy"], processes, waits
             )
         else:
-            # pproxy's -v output is its log: one "http CLIENT -> TARGET" line each.
+            # pproxy's -v output is its log: one "http CLIENT -> TARGET" line
+            # (or "socks5 ...") per request.
             proxy_log = outputs["proxy"]
+            listen = f"http://{PROXY_ADDRESS}:{spec.port}"
+            extra: list[str] = []
+            if spec.kind is ProxyKind.SOCKS5:
+                listen = f"socks5://{PROXY_ADDRESS}:{spec.port}"
+                if spec.auth is not None:
+                    listen += "#{}:{}".format(*spec.auth)
+                    # pproxy otherwise trusts an address that authenticated once.
+                    extra = ["--auth", "0"]
             proxy = await _spawn(
                 topology,
                 topology.router,
-                [
-                    sys.executable,
-                    "-u",
-                    "-m",
-                    "pproxy",
-                    "-l",
-                    f"http://{PROXY_ADDRESS}:{PROXY_PORT}",
-                    "-v",
-                ],
+                [sys.executable, "-u", "-m", "pproxy", "-l", listen, *extra, "-v"],
                 proxy_log,
                 processes,
             )
@@ -271,18 +316,64 @@ async def _start_servers(
                 partial(
                     _wait_until,
                     proxy,
-                    partial(_listening, proxy.pid, PROXY_PORT),
+                    partial(_listening, proxy.pid, spec.port),
                     "pproxy",
                     proxy_log,
                 )
             )
+    pac_url: str | None = None
+    if scenario.pac is not None and spec is not None:
+        pac_dir = directory / "pac"
+        pac_dir.mkdir(exist_ok=True)
+        for name in ("proxy.pac", "wpad.dat"):
+            (pac_dir / name).write_text(pac_script(spec.port))
+        if scenario.pac is PacDelivery.FILE:
+            pac_url = f"pac+file://{pac_dir / 'proxy.pac'}"
+        else:
+            pac_port = 80 if scenario.pac is PacDelivery.WPAD else PAC_PORT
+            pac_url = (
+                "pac+wpad:"
+                if scenario.pac is PacDelivery.WPAD
+                else f"pac+http://{PROXY_ADDRESS}:{PAC_PORT}/proxy.pac"
+            )
+            outputs["pac-server"] = directory / "pac-server.out"
+            server = await _spawn(
+                topology,
+                topology.router,
+                [
+                    sys.executable,
+                    "-m",
+                    "http.server",
+                    str(pac_port),
+                    "--bind",
+                    PROXY_ADDRESS,
+                    "--directory",
+                    str(pac_dir),
+                ],
+                outputs["pac-server"],
+                processes,
+            )
+            waits.append(
+                partial(
+                    _wait_until,
+                    server,
+                    partial(_listening, server.pid, pac_port),
+                    "PAC HTTP server",
+                    outputs["pac-server"],
+                )
+            )
     for wait in waits:
         await wait()
+    system_ca = spec is not None and spec.intercept_ca_in_system_store
+    if system_ca:
+        # The companion wrote its CA while starting; `ip netns exec` mounts
+        # the copy of /etc/ssl holding it over the client's /etc/ssl.
+        await trio.to_thread.run_sync(install_system_ca, topology.client, ca_file)
     return RunningNetwork(
         scenario=scenario,
         topology=topology,
         directory=directory,
-        client_env=_client_env(scenario, ca_file, message),
+        client_env=_client_env(scenario, None if system_ca else ca_file, message, pac_url=pac_url),
         secrets=secrets,
         origin_log=origin_log,
         proxy_log=proxy_log,
@@ -292,30 +383,36 @@ async def _start_servers(
 
 def _proxy_url(scenario: Scenario) -> str:
     assert scenario.proxy is not None
-    scheme = "https" if scenario.proxy.tls else "http"
     userinfo = ""
     if scenario.url_credentials is not None:
         user, password = scenario.url_credentials
         userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}@"
-    return f"{scheme}://{userinfo}{PROXY_ADDRESS}:{PROXY_PORT}"
+    return f"{scenario.proxy.client_scheme}://{userinfo}{PROXY_ADDRESS}:{scenario.proxy.port}"
 
 
-def _client_env(scenario: Scenario, ca_file: Path, message: str) -> dict[str, str]:
+def _client_env(
+    scenario: Scenario, ca_file: Path | None, message: str, *, pac_url: str | None = None
+) -> dict[str, str]:
+    """The client's environment; no CA variables when ``ca_file`` is None
+    (the CA is then in the namespace's system store)."""
     env = {k: v for k, v in os.environ.items() if k not in PROXY_VARIABLES}
     env.update(
         TUNNELWS_URL=scenario.url,
         TUNNELWS_MESSAGE=message,
         TUNNELWS_CONNECT_TIMEOUT=f"{scenario.connect_timeout:g}",
-        SSL_CERT_FILE=str(ca_file),
-        REQUESTS_CA_BUNDLE=str(ca_file),
-        NODE_EXTRA_CA_CERTS=str(ca_file),
     )
+    if ca_file is not None:
+        env.update(
+            SSL_CERT_FILE=str(ca_file),
+            REQUESTS_CA_BUNDLE=str(ca_file),
+            NODE_EXTRA_CA_CERTS=str(ca_file),
+        )
     if scenario.message_repeat != 1:
         env["TUNNELWS_MESSAGE_REPEAT"] = str(scenario.message_repeat)
     if scenario.idle is not None:
         env["TUNNELWS_IDLE"] = f"{scenario.idle:g}"
     if scenario.proxy is not None and scenario.configure_proxy:
-        url = _proxy_url(scenario)
+        url = pac_url if pac_url is not None else _proxy_url(scenario)
         names = {
             "both": ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"),
             "upper": ("HTTP_PROXY", "HTTPS_PROXY"),

@@ -17,10 +17,13 @@ from ._scenarios import ProxyKind, Scenario
 
 __all__ = [
     "FLAG_DESCRIPTIONS",
+    "NtlmMessage",
     "Observation",
     "ProxyRequest",
     "flags_for",
     "parse_companion_log",
+    "parse_microsocks_log",
+    "parse_ntlm_messages",
     "parse_origin_log",
     "parse_pproxy_log",
     "parse_squid_log",
@@ -28,14 +31,15 @@ __all__ = [
     "scenario_problems",
 ]
 
-MAX_CONNECTS = 2  # one challenge and one answer; more is an authentication loop
+MAX_CONNECTS = 2  # one challenge and one answer (a scenario may allow more, NTLM 3)
 
 FLAG_DESCRIPTIONS = {
     "direct-attempt": "connected (or tried) around the configured proxy",
     "local-dns": "looked the origin up in DNS although the proxy resolves names",
     "credentials-at-origin": "proxy credentials reached the origin",
     "absolute-form": "sent an absolute-form request (GET ws://...) instead of CONNECT",
-    "auth-loop": f"more than {MAX_CONNECTS} CONNECT attempts for one connection",
+    "auth-loop": "more CONNECT attempts than one authenticated connection needs "
+    f"({MAX_CONNECTS}; NTLM 3)",
 }
 
 
@@ -53,14 +57,24 @@ class ProxyRequest:
         return self.method != "CONNECT" and "://" in self.target
 
 
+@dataclass(frozen=True)
+class NtlmMessage:
+    """One NTLM message the companion decoded (type 1, 2 or 3) and its connection."""
+
+    connection: str  # the client's address:port as the proxy saw it
+    type: int
+
+
 @dataclass
 class Observation:
     """Everything the harness saw on the network during one client run."""
 
     direct_attempts: int = 0  # packets of new connections beyond the router
     dns_queries: int = 0
+    dead_proxy_attempts: int = 0  # connections to the PAC scenarios' dead proxy
     proxy_requests: list[ProxyRequest] = field(default_factory=list)
     origin_requests: list[dict[str, Any]] = field(default_factory=list)
+    ntlm_messages: list[NtlmMessage] = field(default_factory=list)
 
     @property
     def connect_attempts(self) -> int:
@@ -76,13 +90,24 @@ class Observation:
         return {
             "direct_attempts": self.direct_attempts,
             "dns_queries": self.dns_queries,
+            "dead_proxy_attempts": self.dead_proxy_attempts,
             "connect_attempts": self.connect_attempts,
             "proxy_requests": [
                 {"method": r.method, "target": r.target, "status": r.status, "event": r.event}
                 for r in self.proxy_requests
             ],
             "origin_requests": self.origin_requests,
+            "ntlm_messages": [
+                {"connection": m.connection, "type": m.type} for m in self.ntlm_messages
+            ],
         }
+
+    def ntlm_handshake_on_one_connection(self) -> bool:
+        """Messages 1, 2 and 3 were all seen on one connection."""
+        types_by_connection: dict[str, set[int]] = {}
+        for message in self.ntlm_messages:
+            types_by_connection.setdefault(message.connection, set()).add(message.type)
+        return any(types >= {1, 2, 3} for types in types_by_connection.values())
 
 
 def parse_companion_log(text: str) -> list[ProxyRequest]:
@@ -125,6 +150,22 @@ def parse_squid_log(text: str) -> list[ProxyRequest]:
     return requests
 
 
+def parse_ntlm_messages(text: str) -> list[NtlmMessage]:
+    """The companion's ``auth-message`` records (decoded NTLM messages)."""
+    messages = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or record.get("event") != "auth-message":
+            continue
+        ntlm = record.get("ntlm")
+        if isinstance(ntlm, dict) and isinstance(ntlm.get("type"), int):
+            messages.append(NtlmMessage(str(record.get("client", "")), ntlm["type"]))
+    return messages
+
+
 _TINYPROXY_REQUEST = re.compile(r"Request \(file descriptor \d+\): (\S+) (\S+)")
 
 
@@ -136,17 +177,31 @@ def parse_tinyproxy_log(text: str) -> list[ProxyRequest]:
     ]
 
 
-_PPROXY_TUNNEL = re.compile(r"^http\S* (\S+) -> (\S+)$", re.MULTILINE)
+_PPROXY_TUNNEL = re.compile(r"^(?:http|socks)\S* (\S+) -> (\S+)$", re.MULTILINE)
 
 
 def parse_pproxy_log(text: str) -> list[ProxyRequest]:
-    """Requests from pproxy's ``-v`` output (``http CLIENT -> TARGET`` per request).
+    """Requests from pproxy's ``-v`` output (``http CLIENT -> TARGET`` per request,
+    ``socks5 CLIENT -> TARGET`` per SOCKS connection).
 
-    pproxy logs CONNECT tunnels and forwarded requests alike; both count as CONNECTs.
+    pproxy logs CONNECT tunnels, forwarded requests and SOCKS connections alike;
+    all count as CONNECTs.
     """
     return [
         ProxyRequest(method="CONNECT", target=m.group(2), event="pproxy")
         for m in _PPROXY_TUNNEL.finditer(text)
+    ]
+
+
+_MICROSOCKS_CONNECT = re.compile(r"^client\[\d+\] (\S+): connected to (\S+)$", re.MULTILINE)
+
+
+def parse_microsocks_log(text: str) -> list[ProxyRequest]:
+    """Connections from microsocks's output (``client[N] ADDR: connected to HOST:PORT``);
+    each counts as a CONNECT."""
+    return [
+        ProxyRequest(method="CONNECT", target=m.group(2), event="microsocks")
+        for m in _MICROSOCKS_CONNECT.finditer(text)
     ]
 
 
@@ -155,6 +210,8 @@ PROXY_LOG_PARSERS = {
     ProxyKind.SQUID: parse_squid_log,
     ProxyKind.TINYPROXY: parse_tinyproxy_log,
     ProxyKind.PPROXY: parse_pproxy_log,
+    ProxyKind.SOCKS5: parse_pproxy_log,
+    ProxyKind.MICROSOCKS: parse_microsocks_log,
 }
 
 
@@ -176,13 +233,13 @@ def flags_for(scenario: Scenario, observation: Observation) -> list[str]:
     flags = []
     if scenario.proxy_in_use and observation.direct_attempts:
         flags.append("direct-attempt")
-    if scenario.proxy_in_use and observation.dns_queries:
+    if scenario.proxy_in_use and observation.dns_queries and not scenario.client_resolves_names:
         flags.append("local-dns")
     if observation.credentials_at_origin:
         flags.append("credentials-at-origin")
     if scenario.configure_proxy and any(r.absolute_form for r in observation.proxy_requests):
         flags.append("absolute-form")
-    if observation.connect_attempts > MAX_CONNECTS:
+    if observation.connect_attempts > scenario.max_connects:
         flags.append("auth-loop")
     return flags
 
@@ -197,6 +254,26 @@ def scenario_problems(scenario: Scenario, observation: Observation, passed: bool
                 f"proxy should have seen CONNECT {scenario.expect_connect_target}, "
                 f"saw {targets or 'none'}"
             )
+    if scenario.pac is not None and passed and not observation.dead_proxy_attempts:
+        problems.append(
+            "the PAC answer's first proxy (a closed port) was never tried: "
+            "the client did not follow the PAC answer in order"
+        )
+    expected = scenario.expect_connects
+    if expected is not None and passed and observation.connect_attempts != expected:
+        problems.append(
+            f"proxy should have seen exactly {expected} CONNECT(s), "
+            f"saw {observation.connect_attempts}"
+        )
+    if (
+        scenario.expect_ntlm_one_connection
+        and passed
+        and not observation.ntlm_handshake_on_one_connection()
+    ):
+        seen = [(m.connection, m.type) for m in observation.ntlm_messages]
+        problems.append(
+            f"NTLM messages 1, 2 and 3 should share one connection, saw {seen or 'none'}"
+        )
     if scenario.expect_proxy_untouched and observation.proxy_requests:
         problems.append(
             f"no_proxy should bypass the proxy, but it saw {len(observation.proxy_requests)} "

@@ -20,48 +20,54 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
-import h11
 import trio
 
-from tunnelws_testnet.origin import OriginAddresses, OriginConfig, serve_origin
-from tunnelws_testnet.origin import _server as origin_server
-from tunnelws_testnet.origin._http import HTTPConnection, describe_peer
+from tunnelws_testnet.origin import OriginConfig, RequestInfo, serve_origin
 
 from ._scenarios import WS_PORTS, WSS_PORTS
 
-RouteFunction = Callable[[HTTPConnection, h11.Request, OriginAddresses], Coroutine[Any, Any, bool]]
 
+def request_logger(log: TextIO, secrets: list[str]) -> Callable[[RequestInfo], None]:
+    """An ``OriginConfig.on_request`` hook writing one JSON line per request head.
 
-def _logging_route(original: RouteFunction, log: TextIO, secrets: list[bytes]) -> RouteFunction:
-    async def route(http: HTTPConnection, request: h11.Request, addresses: OriginAddresses) -> bool:
-        names = [name.decode("latin-1") for name, _ in request.headers]
-        raw = b"\n".join(value for _, value in request.headers) + b"\n" + request.target
+    Header values are never written: only their names, and whether a
+    ``Proxy-Authorization`` header or one of ``secrets`` arrived.
+    """
+
+    def log_request(info: RequestInfo) -> None:
+        names = info.header_names()
+        raw = "\n".join([info.target, *(value for _, value in info.headers)])
         record = {
             "time": time.time(),
             "event": "request",
-            "method": request.method.decode("latin-1"),
-            "target": request.target.decode("latin-1"),
-            "peer": describe_peer(http.stream).client[0],
-            "tls": isinstance(http.stream, trio.SSLStream),
+            "method": info.method,
+            "target": info.target,
+            "peer": info.client[0],
+            "tls": info.tls,
             "headers": names,
             "proxy_authorization": "proxy-authorization" in names,
             "secret_seen": any(secret in raw for secret in secrets),
         }
         log.write(json.dumps(record) + "\n")
         log.flush()
-        return await original(http, request, addresses)
 
-    return route
+    return log_request
 
 
-async def _serve(context: ssl.SSLContext) -> None:
+async def _serve(context: ssl.SSLContext, on_request: Callable[[RequestInfo], None]) -> None:
     async with trio.open_nursery() as nursery:
         for host in ("0.0.0.0", "::"):  # trio binds IPv6 listeners v6-only
             for port, tls_port in zip(WS_PORTS, WSS_PORTS, strict=True):
-                config = OriginConfig(host=host, port=port, tls_port=tls_port, ssl_context=context)
+                config = OriginConfig(
+                    host=host,
+                    port=port,
+                    tls_port=tls_port,
+                    ssl_context=context,
+                    on_request=on_request,
+                )
                 await nursery.start(serve_origin, config)
         print("ready", flush=True)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -78,17 +84,9 @@ def main() -> int:
     args = parser.parse_args()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(args.cert, args.key)
-    secrets = [
-        line.encode()
-        for line in os.environ.get("TUNNELWS_HARNESS_SECRETS", "").splitlines()
-        if line
-    ]
+    secrets = [line for line in os.environ.get("TUNNELWS_HARNESS_SECRETS", "").splitlines() if line]
     with open(args.log, "a", encoding="utf-8") as log:
-        # The module-level hook is the one place the origin has for this; see
-        # docs/harness.md (an official request hook would replace it).
-        original = origin_server._route
-        origin_server._route = _logging_route(original, log, secrets)  # type: ignore[assignment]
-        trio.run(_serve, context)
+        trio.run(_serve, context, request_logger(log, secrets))
     return 0
 
 

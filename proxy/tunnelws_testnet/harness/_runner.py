@@ -33,6 +33,7 @@ from ._observe import (
     PROXY_LOG_PARSERS,
     Observation,
     flags_for,
+    parse_ntlm_messages,
     parse_origin_log,
     scenario_problems,
 )
@@ -144,7 +145,7 @@ def check_prerequisites(scenario: Scenario) -> str | None:
         return "needs root (network namespaces and nftables)"
     if (
         scenario.proxy is not None
-        and scenario.proxy.kind is ProxyKind.PPROXY
+        and scenario.proxy.kind in (ProxyKind.PPROXY, ProxyKind.SOCKS5)
         and importlib.util.find_spec("pproxy") is None
     ):
         return "the pproxy package is not installed (pip install pproxy)"
@@ -260,11 +261,15 @@ async def _run_and_observe(
     )
     counters = await trio.to_thread.run_sync(read_counters, network.topology.router)
     observation = Observation(
-        direct_attempts=counters.get("direct", 0), dns_queries=counters.get("dns", 0)
+        direct_attempts=counters.get("direct", 0),
+        dns_queries=counters.get("dns", 0),
+        dead_proxy_attempts=counters.get("dead_proxy", 0),
     )
     proxy_text = _read(network.proxy_log)
     if scenario.proxy is not None:
         observation.proxy_requests = PROXY_LOG_PARSERS[scenario.proxy.kind](proxy_text)
+        if scenario.proxy.kind is ProxyKind.COMPANION:
+            observation.ntlm_messages = parse_ntlm_messages(proxy_text)
     origin_text = _read(network.origin_log)
     observation.origin_requests = parse_origin_log(origin_text)
     stdout_text = _read(stdout_path)

@@ -17,16 +17,21 @@ __all__ = [
     "CATALOGUE",
     "CLIENT_ADDRESS",
     "CLIENT_ADDRESS6",
+    "CORP_DOMAIN",
+    "DEAD_PROXY_PORT",
     "ORIGIN_ADDRESS",
     "ORIGIN_ADDRESS6",
     "ORIGIN_NAME",
+    "PAC_PORT",
     "PROXY_ADDRESS",
     "PROXY_ADDRESS6",
     "PROXY_PORT",
     "ROUTER_ORIGIN_SIDE",
     "ROUTER_ORIGIN_SIDE6",
+    "SOCKS_PORT",
     "TRANSPARENT_PORT",
     "Firewall",
+    "PacDelivery",
     "ProxyKind",
     "ProxySpec",
     "Scenario",
@@ -44,9 +49,15 @@ ROUTER_ORIGIN_SIDE6 = "fd77:2::1"
 ORIGIN_ADDRESS = "10.77.2.2"
 ORIGIN_ADDRESS6 = "fd77:2::2"
 ORIGIN_NAME = "origin.corp.test"  # resolvable in the router namespace only
+CORP_DOMAIN = "corp.test"  # the client's domain in the WPAD scenario
 
 PROXY_PORT = 3128
 TRANSPARENT_PORT = 3129  # where the firewall redirects intercepted port-80 traffic
+SOCKS_PORT = 1080
+# A port on the router where nothing listens: the kernel answers with a TCP
+# reset, so a PAC script's first (dead) proxy fails fast.
+DEAD_PROXY_PORT = 3130
+PAC_PORT = 8081  # the router's HTTP server for pac+http://
 
 # The origin always serves ws:// on 80 and 8080 and wss:// on 443 and 8443.
 WS_PORTS = (80, 8080)
@@ -55,6 +66,11 @@ WSS_PORTS = (443, 8443)
 # Test credentials with characters that must be percent-encoded in a URL.
 AUTH_USER = "alice@corp"
 AUTH_PASSWORD = "p@ss:w/rd%20!"
+# A Windows domain account: the backslash is %5C in the proxy URL.
+NTLM_USER = "CORP\\alice"
+NTLM_PASSWORD = "ntlm-p@ss/w%rd!"  # NTLM credentials cannot hold ':'
+# pproxy reads its credentials from its listen URL's fragment: no URL specials.
+SOCKS_CREDENTIALS = ("sockuser", "s0cks-pass-7")
 
 
 class Firewall(enum.Enum):
@@ -71,6 +87,18 @@ class ProxyKind(enum.Enum):
     SQUID = "squid"
     TINYPROXY = "tinyproxy"
     PPROXY = "pproxy"  # the Python module, run with the harness's interpreter
+    SOCKS5 = "socks5"  # pproxy's SOCKS5 listener on SOCKS_PORT
+    MICROSOCKS = "microsocks"  # Debian's microsocks (SOCKS5 only) on SOCKS_PORT
+
+
+class PacDelivery(enum.Enum):
+    """How the client gets a PAC file instead of a proxy URL."""
+
+    FILE = "file"  # pac+file:///PATH (a file the client can read)
+    HTTP = "http"  # pac+http://ROUTER:PAC_PORT/proxy.pac
+    # pac+wpad: the client's /etc/hosts names it HOST.corp.test and maps
+    # wpad.corp.test to the router, which serves /wpad.dat on port 80.
+    WPAD = "wpad"
 
 
 @dataclass(frozen=True)
@@ -85,6 +113,22 @@ class ProxySpec:
     intercept: bool = False  # companion re-signs TLS with its own CA
     # The client's CA bundle is the interception CA (else the origin's CA).
     client_trusts_intercept_ca: bool = False
+    # The interception CA is added to the client namespace's system store
+    # (/etc/ssl) and the client gets no CA variables at all.
+    intercept_ca_in_system_store: bool = False
+    # Scheme of the proxy URL the client is given ("socks5h", ...); by default
+    # "https" for a TLS proxy and "http" otherwise.
+    url_scheme: str | None = None
+
+    @property
+    def port(self) -> int:
+        return SOCKS_PORT if self.kind in (ProxyKind.SOCKS5, ProxyKind.MICROSOCKS) else PROXY_PORT
+
+    @property
+    def client_scheme(self) -> str:
+        if self.url_scheme is not None:
+            return self.url_scheme
+        return "https" if self.tls else "http"
 
 
 @dataclass(frozen=True)
@@ -118,6 +162,19 @@ class Scenario:
     expect_connect_target: str | None = None
     # The proxy must see no request at all (no_proxy bypass).
     expect_proxy_untouched: bool = False
+    # The proxy must see exactly this many CONNECTs (in a pass).
+    expect_connects: int | None = None
+    # More CONNECTs than this in one run is an authentication loop. NTLM needs
+    # three on one connection: the unauthenticated probe, type 1, type 3.
+    max_connects: int = 2
+    # The companion's log must show NTLM messages 1, 2 and 3 on one connection.
+    expect_ntlm_one_connection: bool = False
+    # The client is supposed to resolve the origin's name itself (socks5://),
+    # so its DNS queries are not a flag.
+    client_resolves_names: bool = False
+    # The client gets a PAC file (in every proxy variable) instead of a proxy
+    # URL; it answers PROXY <dead port>; PROXY <the proxy>; DIRECT.
+    pac: PacDelivery | None = None
     requires: tuple[str, ...] = field(default=())  # system binaries
     group: str = ""  # catalogue id this scenario belongs to (default: its id)
 
@@ -161,9 +218,15 @@ _C = "C. Authentication"
 _D = "D. Proxy policy and quirks"
 _E = "E. Transparent and intercepting proxies"
 _F = "F. Faults while connected"
+_G = "G. Other proxy kinds and configuration"
 _COMPANION = ProxySpec()
 _CREDENTIALS = (AUTH_USER, AUTH_PASSWORD)
 _BASIC = ProxySpec(options=("--auth", f"{AUTH_USER}:{AUTH_PASSWORD}"), auth=_CREDENTIALS)
+_NTLM_CREDENTIALS = (NTLM_USER, NTLM_PASSWORD)
+_NTLM = ProxySpec(
+    options=("--auth", f"{NTLM_USER}:{NTLM_PASSWORD}", "--auth-scheme", "ntlm"),
+    auth=_NTLM_CREDENTIALS,
+)
 
 
 def _quirk(*options: str) -> ProxySpec:
@@ -313,6 +376,25 @@ CATALOGUE: tuple[Scenario, ...] = (
         proxy=ProxySpec(options=(*_BASIC.options, "--auth-scheme", "digest"), auth=_CREDENTIALS),
         url_credentials=_CREDENTIALS,
     ),
+    Scenario(
+        "auth-ntlm",
+        _C,
+        "proxy demands NTLM (user CORP\\alice); the handshake is bound to one connection",
+        "pass",
+        proxy=_NTLM,
+        url_credentials=_NTLM_CREDENTIALS,
+        max_connects=3,
+        expect_ntlm_one_connection=True,
+    ),
+    Scenario(
+        "auth-ntlm-close",
+        _C,
+        "proxy demands NTLM but closes the connection after every 407",
+        "fail:proxy-auth",
+        proxy=ProxySpec(options=(*_NTLM.options, "--close-after-407"), auth=_NTLM_CREDENTIALS),
+        url_credentials=_NTLM_CREDENTIALS,
+        max_connects=3,
+    ),
     # D. Proxy policy and quirks
     Scenario(
         "ports-443-only-wss",
@@ -455,6 +537,15 @@ CATALOGUE: tuple[Scenario, ...] = (
         scheme="wss",
         proxy=ProxySpec(intercept=True, client_trusts_intercept_ca=True),
     ),
+    Scenario(
+        "tls-intercept-system-store",
+        _E,
+        "explicit proxy re-signs TLS; the corporate CA is in the client's system store "
+        "(/etc/ssl), no CA variables",
+        "pass",
+        scheme="wss",
+        proxy=ProxySpec(intercept=True, intercept_ca_in_system_store=True),
+    ),
     # F. Faults while connected
     Scenario(
         "idle-timeout",
@@ -490,6 +581,75 @@ CATALOGUE: tuple[Scenario, ...] = (
         proxy=_quirk("--bandwidth", "65536"),
         message_repeat=64,
         time_limit=20.0,
+    ),
+    # G. Other proxy kinds and configuration
+    Scenario(
+        "socks5h",
+        _G,
+        "SOCKS5 proxy with a password, only in ALL_PROXY=socks5h://; the proxy resolves names",
+        "pass",
+        origin_host=ORIGIN_NAME,
+        proxy=ProxySpec(kind=ProxyKind.SOCKS5, auth=SOCKS_CREDENTIALS, url_scheme="socks5h"),
+        proxy_env="all",
+        url_credentials=SOCKS_CREDENTIALS,
+        expect_connect_target=f"{ORIGIN_NAME}:8080",
+    ),
+    Scenario(
+        "socks5h-microsocks",
+        _G,
+        "the same through microsocks, a small C SOCKS5 server",
+        "pass",
+        origin_host=ORIGIN_NAME,
+        proxy=ProxySpec(kind=ProxyKind.MICROSOCKS, auth=SOCKS_CREDENTIALS, url_scheme="socks5h"),
+        proxy_env="all",
+        url_credentials=SOCKS_CREDENTIALS,
+        expect_connect_target=f"{ORIGIN_NAME}:8080",
+        requires=("microsocks",),
+    ),
+    Scenario(
+        "socks5-local-dns",
+        _G,
+        "same, but socks5://: the client must resolve the name itself and has no DNS",
+        "fail:connect",
+        origin_host=ORIGIN_NAME,
+        proxy=ProxySpec(kind=ProxyKind.SOCKS5, auth=SOCKS_CREDENTIALS, url_scheme="socks5"),
+        proxy_env="all",
+        url_credentials=SOCKS_CREDENTIALS,
+        client_resolves_names=True,
+        time_limit=5.0,
+    ),
+    Scenario(
+        "pac-failover",
+        _G,
+        "pac+file:// in the proxy variables; PAC answers PROXY <closed port>; PROXY <proxy>; "
+        "DIRECT",
+        "pass",
+        proxy=_COMPANION,
+        pac=PacDelivery.FILE,
+        expect_connects=1,
+        expect_connect_target=f"{ORIGIN_ADDRESS}:8080",
+    ),
+    Scenario(
+        "pac-http-failover",
+        _G,
+        "same PAC served by the router over HTTP (pac+http://); wss://",
+        "pass",
+        scheme="wss",
+        proxy=_COMPANION,
+        pac=PacDelivery.HTTP,
+        expect_connects=1,
+        expect_connect_target=f"{ORIGIN_ADDRESS}:8443",
+    ),
+    Scenario(
+        "pac-wpad",
+        _G,
+        "pac+wpad: in the proxy variables; the client is HOST.corp.test and "
+        "http://wpad.corp.test/wpad.dat (the router) serves the same PAC",
+        "pass",
+        proxy=_COMPANION,
+        pac=PacDelivery.WPAD,
+        expect_connects=1,
+        expect_connect_target=f"{ORIGIN_ADDRESS}:8080",
     ),
 )
 
