@@ -340,3 +340,20 @@ async def test_restricting_schemes_keeps_basic_off_the_wire(nursery, origin) -> 
     first, second = (request.decode() for request in proxy.requests)
     assert "Proxy-Authorization" not in first  # no preemptive Basic
     assert "Proxy-Authorization: Digest " in second
+
+
+async def test_close_waits_while_echoes_still_arrive_over_a_slow_link(nursery, origin) -> None:
+    # 48 KiB each way at 32 KB/s: ~1.5 s up, then ~1.5 s of echo arriving.
+    # The whole close takes ~3 s, longer than close_timeout, but the server
+    # is never silent for 2 s: close_timeout bounds silence, nothing is lost.
+    from tunnelws_testnet.companion import ProxyConfig, Toxics, serve_proxy
+
+    proxy = await nursery.start(serve_proxy, ProxyConfig(toxics=Toxics(bandwidth=32 * 1024)))
+    message = b"\x42" * (48 * 1024)
+    with trio.fail_after(20):
+        async with open_websocket(origin.ws_url(), proxy=proxy.url, close_timeout=2.0) as ws:
+            await ws.send(message)
+            await ws.close()
+            received = [m async for m in ws]
+    assert received == [message]
+    assert ws.close_code == 1000
