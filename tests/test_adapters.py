@@ -197,3 +197,53 @@ async def test_adapters_report_failures_on_stderr() -> None:
             assert outcome.stderr.splitlines()[-1].startswith(f"{name}: "), outcome
             assert "502" in outcome.stderr, outcome
         assert ORIGIN_HOST in _origin_target(network)
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+async def test_adapter_sends_the_repeated_message(name: str) -> None:
+    """TUNNELWS_MESSAGE_REPEAT=N: the message is TUNNELWS_MESSAGE N times over
+    (the harness's 256 KiB message does not fit one environment variable)."""
+    adapter = ALL[name]
+    adapter.argv()
+    async with open_network("proxy-ws") as network:
+        outcome = await run_adapter(adapter, network, "abc-", TUNNELWS_MESSAGE_REPEAT="3")
+    if (name, "proxy-ws") in KNOWN_FAILURES:
+        assert outcome.returncode != 0, outcome
+    else:
+        assert (outcome.returncode, outcome.stdout) == (0, "abc-abc-abc-\n"), outcome
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("TUNNELWS_MESSAGE_REPEAT", "0"), ("TUNNELWS_MESSAGE_REPEAT", "many")],
+)
+async def test_adapter_rejects_a_bad_contract_variable(
+    name: str, variable: str, value: str
+) -> None:
+    env = {**os.environ, "TUNNELWS_URL": "ws://127.0.0.1:9/echo", variable: value}
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            ALL[name].argv(), env=env, capture_stdout=True, capture_stderr=True, check=False
+        )
+    assert result.returncode != 0 and result.stdout == b""
+    assert variable in result.stderr.decode().splitlines()[-1], result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+async def test_adapter_idles_while_listening(name: str) -> None:
+    """The tunnel is reset 1 s after it opened, during a 6 s idle wait: an adapter
+    that listens while idle (as the harness's contract asks) exits at once, not
+    when it next sends."""
+    adapter = ALL[name]
+    adapter.argv()
+    async with open_network("tunnel-reset") as network:
+        begin = trio.current_time()
+        outcome = await run_adapter(adapter, network, "reset", TUNNELWS_IDLE="6")
+        elapsed = trio.current_time() - begin
+    if (name, "proxy-ws") in KNOWN_FAILURES:
+        assert outcome.returncode != 0, outcome
+        return
+    assert outcome.returncode != 0 and outcome.stdout == "reset\n", outcome
+    assert elapsed < 5, f"{name} noticed the reset only after {elapsed:.1f} s"

@@ -1,12 +1,16 @@
 """The harness's client contract, shared by the Python adapters.
 
 The harness runs an adapter with ``TUNNELWS_URL`` (the ``ws://``/``wss://``
-echo URL), ``TUNNELWS_MESSAGE`` (what to send) and optionally
-``TUNNELWS_IDLE`` (seconds to wait after the first echo before sending the
-message once more), plus the proxy and CA variables of the scenario. The
-adapter prints each echo on its own line and exits 0, or prints the client
-library's error on stderr and exits 1. Proxy and CA variables are left for the
-client library to read: measuring what it does with them is the point.
+echo URL), ``TUNNELWS_MESSAGE`` (what to send; repeated
+``TUNNELWS_MESSAGE_REPEAT`` times when set, because one environment variable
+cannot hold a large message on Linux), ``TUNNELWS_CONNECT_TIMEOUT`` (seconds
+to allow for connecting, handed to the library's own timeout option) and
+optionally ``TUNNELWS_IDLE`` (seconds to stay idle, listening, after the first echo before
+sending the message once more), plus the proxy and CA variables of the
+scenario. The adapter prints each echo on its own line and exits 0, or prints
+the client library's error on stderr and exits 1. Proxy and CA variables are
+left for the client library to read: measuring what it does with them is the
+point.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import NoReturn
 
 #: Every adapter gives up after this many seconds (plus the idle wait).
 DEADLINE = 20.0
+#: Seconds to allow for connecting when the harness gives no hint.
+CONNECT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,7 @@ class Contract:
     url: str
     message: str
     idle: float
+    connect_timeout: float = CONNECT_TIMEOUT
 
     @property
     def rounds(self) -> int:
@@ -43,7 +50,18 @@ def read_contract(name: str) -> Contract:
         idle = float(os.environ.get("TUNNELWS_IDLE", "0") or 0)
     except ValueError:
         fail(name, "TUNNELWS_IDLE must be a number of seconds")
-    return Contract(url=url, message=os.environ.get("TUNNELWS_MESSAGE", "hello"), idle=idle)
+    try:
+        connect_timeout = float(os.environ.get("TUNNELWS_CONNECT_TIMEOUT", "") or CONNECT_TIMEOUT)
+    except ValueError:
+        fail(name, "TUNNELWS_CONNECT_TIMEOUT must be a number of seconds")
+    try:
+        repeat = int(os.environ.get("TUNNELWS_MESSAGE_REPEAT", "1") or 1)
+    except ValueError:
+        fail(name, "TUNNELWS_MESSAGE_REPEAT must be a whole number")
+    if repeat < 1:
+        fail(name, "TUNNELWS_MESSAGE_REPEAT must be at least 1")
+    message = os.environ.get("TUNNELWS_MESSAGE", "hello") * repeat
+    return Contract(url=url, message=message, idle=idle, connect_timeout=connect_timeout)
 
 
 def echoed(text: str | bytes) -> None:

@@ -16,16 +16,26 @@ from _contract import echoed, fail, read_contract
 NAME = "aiohttp"
 
 
+async def idle(websocket: aiohttp.ClientWebSocketResponse[bool], seconds: float) -> None:
+    """Stay idle while listening, so a lost connection shows at once."""
+    try:
+        message = await websocket.receive(timeout=seconds)
+    except asyncio.TimeoutError:
+        return
+    raise RuntimeError(f"{message.type.name} while idle: {message.data!r}")
+
+
 async def main() -> None:
     contract = read_contract(NAME)
-    timeout = aiohttp.ClientTimeout(total=contract.deadline)
+    # ``connect`` covers getting a connection, the proxy's CONNECT included.
+    timeout = aiohttp.ClientTimeout(total=contract.deadline, connect=contract.connect_timeout)
     async with (
         aiohttp.ClientSession(trust_env=True, timeout=timeout) as session,
         session.ws_connect(contract.url) as websocket,
     ):
         for round_ in range(contract.rounds):
             if round_:
-                await asyncio.sleep(contract.idle)
+                await idle(websocket, contract.idle)
             await websocket.send_str(contract.message)
             echoed(await websocket.receive_str())
 

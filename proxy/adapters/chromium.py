@@ -53,7 +53,8 @@ async ([url, message, rounds, idleMs, ECHO]) => {
   };
   await Promise.race([new Promise((r) => { ws.onopen = r; }), failure]);
   for (let i = 0; i < rounds; i++) {
-    if (i) await new Promise((r) => setTimeout(r, idleMs));
+    // Idle while listening: a lost connection ends the wait at once.
+    if (i) await Promise.race([new Promise((r) => setTimeout(r, idleMs)), failure]);
     const got = new Promise((r) => { wake = r; });
     ws.send(message);
     await Promise.race([got, failure]);

@@ -10,16 +10,25 @@ from __future__ import annotations
 import asyncio
 
 from _contract import Contract, echoed, fail, read_contract
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 NAME = "websockets-asyncio"
 
 
+async def idle(websocket: ClientConnection, seconds: float) -> None:
+    """Stay idle while listening, so a lost connection shows at once."""
+    try:
+        message = await asyncio.wait_for(websocket.recv(), seconds)
+    except asyncio.TimeoutError:  # cancelling recv() loses nothing
+        return
+    raise RuntimeError(f"unexpected message while idle: {message!r}")
+
+
 async def session(contract: Contract) -> None:
-    async with connect(contract.url, open_timeout=10) as websocket:
+    async with connect(contract.url, open_timeout=contract.connect_timeout) as websocket:
         for round_ in range(contract.rounds):
             if round_:
-                await asyncio.sleep(contract.idle)
+                await idle(websocket, contract.idle)
             await websocket.send(contract.message)
             echoed(await websocket.recv())
 

@@ -18,10 +18,15 @@ NAME = "websockets-trio"
 async def main() -> None:
     contract = read_contract(NAME)
     with trio.fail_after(contract.deadline):
-        async with connect(contract.url, proxy=True, open_timeout=10) as websocket:
+        async with connect(
+            contract.url, proxy=True, open_timeout=contract.connect_timeout
+        ) as websocket:
             for round_ in range(contract.rounds):
                 if round_:
-                    await trio.sleep(contract.idle)
+                    # Idle while listening, so a lost connection shows at once.
+                    with trio.move_on_after(contract.idle):
+                        message = await websocket.recv()
+                        raise RuntimeError(f"unexpected message while idle: {message!r}")
                 await websocket.send(contract.message)
                 echoed(await websocket.recv())
 

@@ -9,22 +9,34 @@ honours ``SSL_CERT_FILE``.
 
 from __future__ import annotations
 
-import time
-
 import websocket
 from _contract import echoed, fail, read_contract
 
 NAME = "websocket-client"
 
 
+def idle(connection: websocket.WebSocket, seconds: float, deadline: float) -> None:
+    """Stay idle while listening, so a lost connection shows at once."""
+    connection.settimeout(seconds)
+    try:
+        message = connection.recv()
+    except websocket.WebSocketTimeoutException:
+        return
+    finally:
+        connection.settimeout(deadline)
+    raise RuntimeError(f"unexpected message while idle: {message!r}")
+
+
 def main() -> None:
     contract = read_contract(NAME)
-    # ``timeout`` bounds every socket operation, the proxy exchange included.
-    connection = websocket.create_connection(contract.url, timeout=contract.deadline)
+    # ``timeout`` bounds every socket operation, the proxy exchange included;
+    # once connected, the session gets the contract's overall deadline.
+    connection = websocket.create_connection(contract.url, timeout=contract.connect_timeout)
+    connection.settimeout(contract.deadline)
     try:
         for round_ in range(contract.rounds):
             if round_:
-                time.sleep(contract.idle)
+                idle(connection, contract.idle, contract.deadline)
             connection.send(contract.message)
             echoed(connection.recv())
     finally:
