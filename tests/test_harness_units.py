@@ -27,6 +27,7 @@ from tunnelws_testnet.harness._observe import (
     parse_pproxy_log,
     parse_squid_log,
     parse_tinyproxy_log,
+    request_host,
     scenario_problems,
 )
 from tunnelws_testnet.harness._report import junit_xml, load_runs, report_html, write_report
@@ -148,10 +149,12 @@ def test_parse_squid_and_tinyproxy_logs() -> None:
 
 def test_flags() -> None:
     proxied = scenario("proxy-ws")
+    host = proxied.origin_host
     seen = Observation(
         direct_attempts=2,
         dns_queries=1,
-        proxy_requests=[ProxyRequest("CONNECT", "x:1")] * 3 + [ProxyRequest("GET", "ws://x:1/")],
+        proxy_requests=[ProxyRequest("CONNECT", f"{host}:1")] * 3
+        + [ProxyRequest("GET", f"ws://{host}:1/")],
         origin_requests=[{"proxy_authorization": False, "secret_seen": True}],
     )
     assert flags_for(proxied, seen) == [
@@ -161,6 +164,14 @@ def test_flags() -> None:
         "absolute-form",
         "auth-loop",
     ]
+    # A browser's own traffic through the proxy is not the WebSocket's doing.
+    background = Observation(
+        proxy_requests=[ProxyRequest("POST", "http://update.googleapis.com/service/update2")]
+        + [ProxyRequest("CONNECT", "accounts.google.com:443", 407)] * 5
+    )
+    assert flags_for(proxied, background) == []
+    assert request_host("[fd77:2::2]:8080") == "fd77:2::2"
+    assert request_host("ws://Origin.Corp.Test/echo") == "origin.corp.test"
     # Without a proxy in use, direct connections and lookups are what is expected.
     assert flags_for(scenario("open-direct"), Observation(direct_attempts=3, dns_queries=1)) == []
     assert flags_for(scenario("no-proxy-cidr"), Observation(direct_attempts=1)) == []
@@ -385,7 +396,7 @@ def test_flags_and_problems_of_the_new_scenarios() -> None:
     assert flags_for(scenario("socks5-local-dns"), Observation(dns_queries=2)) == []
     # ...while socks5h:// leaves names to the proxy.
     assert flags_for(scenario("socks5h"), Observation(dns_queries=1)) == ["local-dns"]
-    connects = [ProxyRequest("CONNECT", "a:1", 407)] * 3
+    connects = [ProxyRequest("CONNECT", f"{scenario('auth-ntlm').origin_host}:1", 407)] * 3
     assert flags_for(scenario("auth-ntlm"), Observation(proxy_requests=connects)) == []
     assert flags_for(scenario("auth-basic"), Observation(proxy_requests=connects)) == ["auth-loop"]
     assert "auth-loop" in flags_for(

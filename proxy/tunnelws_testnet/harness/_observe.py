@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from ._scenarios import ProxyKind, Scenario
 
@@ -228,18 +229,35 @@ def parse_origin_log(text: str) -> list[dict[str, Any]]:
     return records
 
 
+def request_host(target: str) -> str | None:
+    """The host a proxied request was for, from a CONNECT authority
+    (``host:port``, ``[v6]:port``) or an absolute-form URL."""
+    authority = target.split("://", 1)[1].split("/", 1)[0] if "://" in target else target
+    try:
+        return urlsplit("//" + authority).hostname
+    except ValueError:
+        return None
+
+
 def flags_for(scenario: Scenario, observation: Observation) -> list[str]:
-    """Network-side flags: things a client must never do."""
+    """Network-side flags: things a client must never do.
+
+    Proxy-side flags judge only the requests for the scenario's origin: a
+    browser's own background traffic through the same proxy (update checks,
+    sign-in) says nothing about how it opened the WebSocket.
+    """
     flags = []
+    origin = scenario.origin_host.lower()
+    for_origin = [r for r in observation.proxy_requests if request_host(r.target) == origin]
     if scenario.proxy_in_use and observation.direct_attempts:
         flags.append("direct-attempt")
     if scenario.proxy_in_use and observation.dns_queries and not scenario.client_resolves_names:
         flags.append("local-dns")
     if observation.credentials_at_origin:
         flags.append("credentials-at-origin")
-    if scenario.configure_proxy and any(r.absolute_form for r in observation.proxy_requests):
+    if scenario.configure_proxy and any(r.absolute_form for r in for_origin):
         flags.append("absolute-form")
-    if observation.connect_attempts > scenario.max_connects:
+    if sum(1 for r in for_origin if r.method == "CONNECT") > scenario.max_connects:
         flags.append("auth-loop")
     return flags
 
