@@ -187,9 +187,11 @@ def test_scenario_problems() -> None:
     )
     assert "CONNECT 10.77.2.2:8080" in scenario_problems(ws, Observation(), passed=True)[0]
     bypass = scenario("no-proxy-cidr")
-    assert scenario_problems(
-        bypass, Observation(proxy_requests=[ProxyRequest("CONNECT", "x:1")]), passed=True
-    )
+    to_origin = ProxyRequest("CONNECT", f"{bypass.origin_host}:8080")
+    assert scenario_problems(bypass, Observation(proxy_requests=[to_origin]), passed=True)
+    # The browser's own requests elsewhere do not count against no_proxy.
+    elsewhere = ProxyRequest("CONNECT", "accounts.google.com:443")
+    assert scenario_problems(bypass, Observation(proxy_requests=[elsewhere]), passed=True) == []
 
 
 def _result(sid: str, exit_code: int | None, *, timed_out: bool = False) -> ScenarioResult:

@@ -81,6 +81,12 @@ class Observation:
     def connect_attempts(self) -> int:
         return sum(1 for r in self.proxy_requests if r.method == "CONNECT")
 
+    def requests_for(self, host: str) -> list[ProxyRequest]:
+        """The proxied requests whose target is ``host``. Judgements use
+        these: a browser's own background traffic through the same proxy
+        (update checks, sign-in) says nothing about its WebSocket."""
+        return [r for r in self.proxy_requests if request_host(r.target) == host.lower()]
+
     @property
     def credentials_at_origin(self) -> bool:
         return any(
@@ -242,13 +248,10 @@ def request_host(target: str) -> str | None:
 def flags_for(scenario: Scenario, observation: Observation) -> list[str]:
     """Network-side flags: things a client must never do.
 
-    Proxy-side flags judge only the requests for the scenario's origin: a
-    browser's own background traffic through the same proxy (update checks,
-    sign-in) says nothing about how it opened the WebSocket.
+    Proxy-side flags judge only the requests for the scenario's origin.
     """
     flags = []
-    origin = scenario.origin_host.lower()
-    for_origin = [r for r in observation.proxy_requests if request_host(r.target) == origin]
+    for_origin = observation.requests_for(scenario.origin_host)
     if scenario.proxy_in_use and observation.direct_attempts:
         flags.append("direct-attempt")
     if scenario.proxy_in_use and observation.dns_queries and not scenario.client_resolves_names:
@@ -277,12 +280,11 @@ def scenario_problems(scenario: Scenario, observation: Observation, passed: bool
             "the PAC answer's first proxy (a closed port) was never tried: "
             "the client did not follow the PAC answer in order"
         )
+    for_origin = observation.requests_for(scenario.origin_host)
     expected = scenario.expect_connects
-    if expected is not None and passed and observation.connect_attempts != expected:
-        problems.append(
-            f"proxy should have seen exactly {expected} CONNECT(s), "
-            f"saw {observation.connect_attempts}"
-        )
+    connects = sum(1 for r in for_origin if r.method == "CONNECT")
+    if expected is not None and passed and connects != expected:
+        problems.append(f"proxy should have seen exactly {expected} CONNECT(s), saw {connects}")
     if (
         scenario.expect_ntlm_one_connection
         and passed
@@ -292,9 +294,7 @@ def scenario_problems(scenario: Scenario, observation: Observation, passed: bool
         problems.append(
             f"NTLM messages 1, 2 and 3 should share one connection, saw {seen or 'none'}"
         )
-    if scenario.expect_proxy_untouched and observation.proxy_requests:
-        problems.append(
-            f"no_proxy should bypass the proxy, but it saw {len(observation.proxy_requests)} "
-            "request(s)"
-        )
+    if scenario.expect_proxy_untouched and for_origin:
+        seen = len(for_origin)
+        problems.append(f"no_proxy should bypass the proxy, but it saw {seen} for the origin")
     return problems
