@@ -1,0 +1,985 @@
+"""The compatibility matrix: tunnelws and third-party clients through the harness catalogue.
+
+Runs ``tunnelws harness run`` once per client (tunnelws's built-in client, the
+``tunnelws connect`` CLI and every adapter in ``proxy/adapters/``) into one
+report directory, then writes ``docs/compatibility.md`` from its
+``results.json``: the scenario × client table, and per client where it fails
+and why, each explanation backed by that run's own artifacts (the adapter's
+stderr, the proxy's and the origin's logs, the firewall's counters).
+
+Run from the repository root, as root (network namespaces and nftables)::
+
+    sudo .venv/bin/python proxy/matrix.py                      # all clients, then the page
+    sudo .venv/bin/python proxy/matrix.py --client aiohttp     # re-run one column
+    .venv/bin/python proxy/matrix.py --render-only             # the page from an earlier run
+
+The report directory (default ``build/compat``) also holds the harness's own
+``report.html`` and ``junit.xml`` and every scenario's raw artifacts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+ADAPTERS = Path("proxy/adapters")
+DEFAULT_REPORT = Path("build/compat")
+DEFAULT_OUTPUT = Path("docs/compatibility.md")
+
+Result = dict[str, Any]
+
+
+def _scenario_networks() -> dict[str, str]:
+    """Each scenario's network in words, from the catalogue (empty if unavailable)."""
+    try:
+        from tunnelws_testnet.harness import CATALOGUE
+    except ImportError:
+        return {}
+    return {scenario.id: scenario.network for scenario in CATALOGUE}
+
+
+SCENARIO_NETWORKS = _scenario_networks()
+
+
+# -- the clients ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Client:
+    """One column of the matrix: a command the harness runs per scenario."""
+
+    name: str
+    library: str  # what is measured, in words
+    command: tuple[str, ...]  # relative to the repository root; () = the built-in client
+    exit_codes: bool = False  # the command exits with tunnelws's codes
+    # Upper bound for the whole catalogue (the harness bounds each scenario).
+    budget: float = 600.0
+    missing: Callable[[], str | None] = field(default=lambda: None, compare=False)
+
+
+def _needs_module(name: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        return None if importlib.util.find_spec(name) else f"Python package {name} is missing"
+
+    return check
+
+
+def _needs_node() -> str | None:
+    if shutil.which("node") is None:
+        return "node is missing"
+    if not (ROOT / ADAPTERS / "node_ws" / "node_modules" / "ws").is_dir():
+        return "run `npm ci` in proxy/adapters/node_ws"
+    return None
+
+
+def _needs_chromium() -> str | None:
+    chromium = os.environ.get("TUNNELWS_CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists():
+        return f"{chromium} is missing"
+    if shutil.which("certutil") is None:
+        return "certutil (libnss3-tools) is missing"
+    return _needs_module("playwright")()
+
+
+def clients(python: str = sys.executable) -> tuple[Client, ...]:
+    """Every client of the matrix, tunnelws first."""
+    adapter = str(ADAPTERS)
+    tunnelws_bin = str(Path(python).parent / "tunnelws")
+    return (
+        Client("tunnelws", "tunnelws.open_websocket (the harness's built-in client)", ()),
+        Client(
+            "tunnelws-cli",
+            "`tunnelws connect` with its defaults",
+            ("env", f"TUNNELWS_BIN={tunnelws_bin}", "sh", f"{adapter}/tunnelws_cli.sh"),
+            exit_codes=True,
+        ),
+        Client(
+            "websockets-asyncio",
+            "python-websockets 17, asyncio client",
+            (python, f"{adapter}/python_websockets_asyncio.py"),
+            missing=_needs_module("websockets"),
+        ),
+        Client(
+            "websockets-trio",
+            "python-websockets 17, trio client",
+            (python, f"{adapter}/python_websockets_trio.py"),
+            missing=_needs_module("websockets"),
+        ),
+        Client(
+            "websocket-client",
+            "websocket-client (synchronous)",
+            (python, f"{adapter}/websocket_client.py"),
+            missing=_needs_module("websocket"),
+        ),
+        Client(
+            "aiohttp",
+            "aiohttp `ws_connect`, `trust_env=True`",
+            (python, f"{adapter}/aiohttp_client.py"),
+            missing=_needs_module("aiohttp"),
+        ),
+        Client(
+            "node-ws",
+            "Node `ws` with `https-proxy-agent`",
+            ("node", f"{adapter}/node_ws/client.mjs"),
+            missing=_needs_node,
+        ),
+        Client(
+            "chromium",
+            "headless chromium (`--proxy-server`), via playwright",
+            (python, f"{adapter}/chromium.py"),
+            budget=1200.0,
+            missing=_needs_chromium,
+        ),
+    )
+
+
+def harness_command(client: Client, report: Path, python: str = sys.executable) -> list[str]:
+    """The ``tunnelws harness run`` command line for one client."""
+    command = [python, "-m", "tunnelws", "harness", "run", "--report", str(report)]
+    command += ["--name", client.name]
+    if client.command:
+        command += ["--exit-codes"] if client.exit_codes else []
+        command += ["--", *client.command]
+    return command
+
+
+def run_client(client: Client, report: Path) -> str | None:
+    """Run the catalogue for one client; None, or why it did not complete."""
+    missing = client.missing()
+    if missing:
+        return f"not run: {missing}"
+    command = harness_command(client, report)
+    print(f"matrix: {shlex.join(command)}", flush=True)
+    # The harness tears its namespaces down on SIGTERM; give it a moment to.
+    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
+    try:
+        process.wait(timeout=client.budget)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        return f"stopped after its {client.budget:g} s budget"
+    # Exit 1 only means some scenario was wrong: that is what we measure.
+    if process.returncode not in (0, 1):
+        return f"the harness exited with status {process.returncode}"
+    return None
+
+
+# -- reading a result ----------------------------------------------------------
+
+PROXY_VARIABLES = (
+    "http_proxy",
+    "https_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "all_proxy",
+)
+
+# What a third-party library's error message says, for the matrix cell. The
+# full message is quoted in the client's section; this is only a label.
+ERROR_LABELS: tuple[tuple[str, str], ...] = (
+    (r"\b407\b|Proxy Authentication Required|Proxy authentication failed|ERR_PROXY_AUTH", "407"),
+    (r"\b403\b", "403"),
+    (r"\b502\b", "502"),
+    (
+        r"CERTIFICATE_VERIFY_FAILED|certificate verify failed|ERR_CERT|unable to verify"
+        r"|does not match certificate",
+        "tls",
+    ),
+    (
+        r"Name or service not known|getaddrinfo|ENOTFOUND|EAI_AGAIN|name resolution"
+        r"|ERR_NAME_NOT_RESOLVED|No address associated",
+        "dns",
+    ),
+    (r"not supported|isn't supported|unsupported|NO_SUPPORTED_PROXIES", "unsupported"),
+    (r"ERR_PROXY_CONNECTION_FAILED", "proxy unreachable"),
+    (r"timed? ?out|TimeoutError|ETIMEDOUT|ERR_TIMED_OUT", "timeout"),
+    (r"ECONNREFUSED|Connection refused|ERR_CONNECTION_REFUSED", "refused"),
+    (r"ECONNRESET|Connection reset|ERR_CONNECTION_RESET", "reset"),
+    (
+        r"ConnectionClosed|closed before|connection (?:is already )?closed|closed \d{4}|was lost",
+        "closed",
+    ),
+)
+
+
+def last_error(result: Result) -> str:
+    """The adapter's last stderr line: the library's own error."""
+    lines = [line.strip() for line in (result.get("stderr") or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def error_label(text: str) -> str | None:
+    """A short label for a library's error message: an HTTP status, or a kind."""
+    status = re.search(r"\b(?:status(?: code)?|HTTP(?:/1\.[01])?|response)[: ]+([1-5]\d\d)\b", text)
+    if status:
+        return status.group(1)
+    for pattern, label in ERROR_LABELS:
+        if re.search(pattern, text, re.IGNORECASE):
+            return label
+    return None
+
+
+def proxy_variables(result: Result) -> list[str]:
+    env = result.get("env") or {}
+    return [name for name in PROXY_VARIABLES if env.get(name)]
+
+
+def proxy_requests(result: Result) -> list[dict[str, Any]]:
+    return list((result.get("observation") or {}).get("proxy_requests") or [])
+
+
+def counter(result: Result, name: str) -> int:
+    return int((result.get("observation") or {}).get(name) or 0)
+
+
+def proxy_log_events(result: Result) -> list[dict[str, Any]]:
+    events = []
+    for line in result.get("proxy_log") or []:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def _is_origin(target: str, result: Result) -> bool:
+    """Whether a proxy request's target (``host:port`` or an absolute URL) is the origin."""
+    origin = urlsplit(str(result.get("url", "")))
+    if "://" in target:
+        return urlsplit(target).hostname == origin.hostname
+    host = target.rsplit(":", 1)[0].strip("[]")
+    return host == origin.hostname
+
+
+def origin_requests(result: Result) -> list[dict[str, Any]]:
+    """What the proxy saw for the origin (a browser also sends its own requests)."""
+    return [r for r in proxy_requests(result) if _is_origin(str(r.get("target")), result)]
+
+
+def _background_reason(reason: str, result: Result) -> bool:
+    """Whether a harness reason is explained by requests to other hosts alone."""
+    name = reason.split(":")[0]
+    if name in background_flags(result):
+        return True
+    return reason.startswith("no_proxy should") and not origin_requests(result)
+
+
+def background_flags(result: Result) -> set[str]:
+    """The flags raised only by requests to hosts other than the origin (a browser's
+    own update and sign-in traffic), not by the connection under test."""
+    requests = proxy_requests(result)
+    found = set()
+    flags = set(result.get("flags") or [])
+    absolute = [r for r in requests if r.get("method") != "CONNECT"]
+    if "absolute-form" in flags and not any(
+        _is_origin(str(r.get("target")), result) for r in absolute
+    ):
+        found.add("absolute-form")
+    origin_connects = [
+        r
+        for r in requests
+        if r.get("method") == "CONNECT" and _is_origin(str(r.get("target")), result)
+    ]
+    if "auth-loop" in flags and len(origin_connects) <= 2:
+        found.add("auth-loop")
+    return found
+
+
+def background_hosts(result: Result) -> list[str]:
+    """The other hosts, when they alone made a result wrong."""
+    reasons = result.get("reasons") or []
+    if result["verdict"] != "wrong" or not reasons:
+        return []
+    if not all(_background_reason(r, result) for r in reasons):
+        return []
+    targets = [
+        str(r.get("target"))
+        for r in proxy_requests(result)
+        if not _is_origin(str(r.get("target")), result)
+    ]
+    return sorted(
+        {(urlsplit(t).hostname if "://" in t else t.rsplit(":", 1)[0]) or t for t in targets}
+    )
+
+
+def cell(result: Result | None) -> str:
+    """One matrix cell: ✔, – (skipped), ✘ with the flag or failure label."""
+    if result is None:
+        return " "
+    verdict = result["verdict"]
+    if verdict == "correct":
+        return "✔"
+    if verdict == "skipped":
+        return "–"
+    if verdict == "error":
+        return "⚠ error"
+    if background_hosts(result):
+        return "✘ background*"
+    return f"✘ {failure_label(result)}"
+
+
+def failure_label(result: Result) -> str:
+    own_flags = [f for f in result.get("flags") or [] if f not in background_flags(result)]
+    if own_flags:
+        return ", ".join(own_flags)
+    if result.get("timed_out"):
+        return "hang"
+    expect = result["expect"]
+    code = result.get("exit_code")
+    if expect != "pass" and code == 0:
+        return "passed"
+    reasons = result.get("reasons") or []
+    if any(r.startswith("no_proxy should") for r in reasons) and origin_requests(result):
+        return "used proxy"
+    if any(r.startswith("proxy should have seen") for r in reasons):
+        return "CONNECT target"
+    if result.get("category"):
+        return str(result["category"])
+    if expect == "pass" and code == 0:
+        return "no echo"
+    return error_label(last_error(result)) or f"exit {code}"
+
+
+# -- why it failed: explanations checked against the artifacts -------------------
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One wrong result and where its raw artifacts are."""
+
+    client: str
+    result: Result
+    artifacts: Path  # REPORT/artifacts/CLIENT/SCENARIO
+
+    @property
+    def scenario(self) -> str:
+        return str(self.result["scenario"])
+
+    def artifact(self, name: str) -> str:
+        try:
+            return (self.artifacts / name).read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+#: (headline, detail): results with the same headline make one bullet, the
+#: detail (if any) says how it showed in each scenario.
+Explanation = tuple[str, str]
+Explainer = Callable[[Evidence], Explanation | None]
+
+
+def _variables_in_words(result: Result) -> str:
+    """The proxy variables set, e.g. `http_proxy`/`https_proxy` (https://)."""
+    env = result.get("env") or {}
+    names = set(proxy_variables(result))
+    if {"http_proxy", "HTTP_PROXY"} <= names or {"https_proxy", "HTTPS_PROXY"} <= names:
+        shown = "`http_proxy`/`https_proxy` (either case)"
+    elif names & {"HTTP_PROXY", "HTTPS_PROXY"}:
+        shown = "`HTTP_PROXY`/`HTTPS_PROXY`"
+    else:
+        shown = " and ".join(f"`{name}`" for name in sorted(names))
+    schemes = sorted({str(env[n]).split("://", 1)[0] for n in names if "://" in str(env[n])})
+    unusual = [s for s in schemes if s != "http"]
+    return shown + (f" (`{'`, `'.join(unusual)}` proxy URL)" if unusual else "")
+
+
+def _harness_error(evidence: Evidence) -> Explanation | None:
+    if evidence.result["verdict"] != "error":
+        return None
+    reasons = evidence.result.get("reasons") or ["no reason recorded"]
+    first = str(reasons[0]).splitlines()[0].removeprefix("harness could not build the network: ")
+    return ("not measured: the harness could not build the network", _clip(first, 100))
+
+
+def _pac(evidence: Evidence) -> Explanation | None:
+    result = evidence.result
+    env = result.get("env") or {}
+    pac = [str(env[v]) for v in proxy_variables(result) if str(env[v]).startswith("pac+")]
+    if not pac or origin_requests(result):
+        return None
+    headline = (
+        "no PAC support: `pac+…` in the proxy variables (tunnelws's convention for a PAC "
+        "file) never led it to the proxy"
+    )
+    server_log = evidence.artifact("pac-server.out")
+    if re.search(r'"CONNECT ', server_log):
+        return (
+            headline,
+            "it sent its CONNECT to the PAC web server itself, as if it were the proxy",
+        )
+    if counter(result, "direct_attempts"):
+        return (headline, "it connected to the origin directly")
+    return (headline, "it refused the proxy URL")
+
+
+def _no_proxy(evidence: Evidence) -> Explanation | None:
+    result = evidence.result
+    if not any(r.startswith("no_proxy should") for r in result.get("reasons") or []):
+        return None
+    if not origin_requests(result):
+        return None
+    env = result.get("env") or {}
+    value = env.get("no_proxy") or env.get("NO_PROXY")
+    return (f"does not apply `no_proxy={value}`: it went through the proxy instead", "")
+
+
+def _ignored_proxy(evidence: Evidence) -> Explanation | None:
+    result = evidence.result
+    dns, direct = counter(result, "dns_queries"), counter(result, "direct_attempts")
+    if not proxy_variables(result) or origin_requests(result) or not (dns or direct):
+        return None
+    headline = f"ignores the proxy in {_variables_in_words(result)}; the proxy saw no request"
+    if dns:
+        return (headline, "it looked the origin's name up in DNS itself")
+    return (headline, "it connected to the origin directly")
+
+
+def _absolute_form(evidence: Evidence) -> Explanation | None:
+    result = evidence.result
+    if "absolute-form" not in (result.get("flags") or []) or (
+        "absolute-form" in background_flags(result)
+    ):
+        return None
+    return ("asks the proxy for `GET ws://…` (absolute form) instead of a CONNECT tunnel", "")
+
+
+def _bare_ipv6(evidence: Evidence) -> Explanation | None:
+    targets = [
+        str(r.get("target"))
+        for r in origin_requests(evidence.result)
+        if r.get("method") == "CONNECT" and r.get("status") != 200
+    ]
+    bare = [t for t in targets if t.count(":") > 1 and not t.startswith("[")]
+    if not bare:
+        return None
+    status = next(r.get("status") for r in origin_requests(evidence.result))
+    return (
+        f"writes an IPv6 CONNECT target without brackets (`CONNECT {bare[0]}`); "
+        f"the proxy answers {status}",
+        "",
+    )
+
+
+def _auth(evidence: Evidence) -> Explanation | None:
+    result = evidence.result
+    connects = [r for r in origin_requests(result) if r.get("method") == "CONNECT"]
+    if not connects or result["expect"] != "pass" or any(r.get("status") == 200 for r in connects):
+        return None
+    if not all(r.get("status") == 407 for r in connects):
+        return None
+    events = [e for e in proxy_log_events(result) if e.get("status") == 407]
+    if not any(e.get("credentials") for e in events):
+        return ("no proxy authentication: it never sent credentials, the 407 was final", "")
+    details = sorted({str(e["detail"]) for e in events if e.get("detail")})
+    scenario = evidence.scenario
+    scheme = "NTLM" if "ntlm" in scenario else "Digest" if "digest" in scenario else "Basic"
+    how = f"the proxy logged: {'; '.join(details)}" if details else ""
+    return (f"no {scheme} proxy authentication: it sent credentials the proxy refused", how)
+
+
+def _https_proxy(evidence: Evidence) -> Explanation | None:
+    result = evidence.result
+    env = result.get("env") or {}
+    if not any(str(env.get(v, "")).startswith("https://") for v in proxy_variables(result)):
+        return None
+    if origin_requests(result) or counter(result, "direct_attempts") or result["expect"] != "pass":
+        return None
+    return ("gets no request through to an `https://` proxy (TLS to the proxy)", "")
+
+
+def _idle(evidence: Evidence) -> Explanation | None:
+    result = evidence.result
+    if evidence.scenario != "idle-timeout" or not (result.get("stdout") or "").strip():
+        return None
+    ended = [e.get("end") for e in proxy_log_events(result) if e.get("event") == "tunnel"]
+    if "idle-timeout" not in ended:
+        return None
+    return (
+        "sends no keepalive pings (by default): the proxy closed the tunnel after 3 idle "
+        "seconds, so the connection was gone before the second message",
+        "",
+    )
+
+
+def _reset(evidence: Evidence) -> Explanation | None:
+    result = evidence.result
+    if evidence.scenario != "tunnel-reset" or not result.get("timed_out"):
+        return None
+    limit = f"{result.get('time_limit', 0):g} s"
+    if last_error(result):
+        return (f"reports the reset but is still running at the scenario's {limit} limit", "")
+    return (
+        f"does not notice a tunnel reset while idle: silent until the scenario's {limit} "
+        "limit (it would find out only when it next sends)",
+        "",
+    )
+
+
+def _closed_early(evidence: Evidence) -> Explanation | None:
+    result = evidence.result
+    found = re.search(r"no closing handshake from the server within (\S+ s)", last_error(result))
+    if not found or result["expect"] != "pass":
+        return None
+    return (
+        "closes before the echo is back: `tunnelws connect` starts the closing handshake "
+        "when its stdin ends (the adapter ends it right after the message) and waits "
+        f"{found.group(1)} for the server's close, less than this link needs for the echo",
+        "",
+    )
+
+
+def _passed(evidence: Evidence) -> Explanation | None:
+    result = evidence.result
+    if result["expect"] == "pass" or result.get("exit_code") != 0 or result.get("timed_out"):
+        return None
+    network = SCENARIO_NETWORKS.get(evidence.scenario, "")
+    shown = network if network and not network.startswith("same") else ""
+    return (f"succeeds where a correct client stops with {result['expect']}", shown)
+
+
+def _wrong_category(evidence: Evidence) -> Explanation | None:
+    result = evidence.result
+    reasons = [r for r in result.get("reasons") or [] if r.startswith("expected ")]
+    if not reasons or result["expect"] != "pass" or result.get("timed_out"):
+        return None
+    error = last_error(result)
+    return ("fails where a correct client passes", _clip(error, 140) if error else reasons[0])
+
+
+def _timed_out(evidence: Evidence) -> Explanation | None:
+    result = evidence.result
+    if not result.get("timed_out"):
+        return None
+    return (f"still running at the scenario's limit (expected {result['expect']})", "")
+
+
+def _background(evidence: Evidence) -> Explanation | None:
+    hosts = background_hosts(evidence.result)
+    if not hosts:
+        return None
+    flags = ", ".join(f"`{f}`" for f in evidence.result["flags"])
+    return (
+        "\\* its WebSocket behaved as a correct client's would (the outcome expected, through "
+        "the proxy); the flags come from the browser's own requests through the proxy to "
+        f"{', '.join(f'`{h}`' for h in hosts)}",
+        f"flagged {flags}",
+    )
+
+
+EXPLAINERS: tuple[Explainer, ...] = (
+    _harness_error,
+    _background,
+    _pac,
+    _no_proxy,
+    _ignored_proxy,
+    _absolute_form,
+    _bare_ipv6,
+    _auth,
+    _https_proxy,
+    _idle,
+    _reset,
+    _closed_early,
+    _passed,
+    _timed_out,
+    _wrong_category,
+)
+
+
+def explain(evidence: Evidence) -> Explanation | None:
+    """The first explanation the artifacts support, or None."""
+    for explainer in EXPLAINERS:
+        found = explainer(evidence)
+        if found:
+            return found
+    return None
+
+
+@dataclass(frozen=True)
+class SourceNote:
+    """Why, read in the library's own source; shown when the run shows the symptom."""
+
+    client: str
+    scenarios: frozenset[str]  # shown if any of these is wrong in the run
+    text: str
+
+
+_WEBSOCKETS_NOTES = (
+    (
+        frozenset({"proxy-env-all", "socks5h", "socks5h-microsocks"}),
+        "`websockets/proxy.py` `get_proxy()` looks in `urllib.request.getproxies()` for "
+        "`wss`/`ws`, `socks`, `https`, `http` only: `ALL_PROXY` (key `all`) is never read.",
+    ),
+    (
+        frozenset({"no-proxy-cidr"}),
+        "The bypass check is `urllib.request.proxy_bypass()`, which matches `no_proxy` "
+        "entries as host-name suffixes: a CIDR never matches.",
+    ),
+    (
+        frozenset({"proxy-huge-headers"}),
+        "Its reply parser (`http11.py`) bounds each line (8192 bytes) and the number of "
+        "headers (128), not the header block's total size, so an 80 KiB reply passes.",
+    ),
+)
+
+SOURCE_NOTES = (
+    *(
+        SourceNote(client, scenarios, text)
+        for client in ("websockets-asyncio", "websockets-trio")
+        for scenarios, text in _WEBSOCKETS_NOTES
+    ),
+    SourceNote(
+        "node-ws",
+        frozenset({"proxy-env-all", "no-proxy-name", "no-proxy-cidr", "pac-failover"}),
+        "Neither `ws` nor `https-proxy-agent` reads proxy variables: the adapter hands "
+        "`https_proxy`/`http_proxy` to `HttpsProxyAgent` as its README shows, so "
+        "`ALL_PROXY` and `no_proxy` are never consulted.",
+    ),
+    SourceNote(
+        "aiohttp",
+        frozenset({"proxy-ws", "proxy-wss", "https-proxy"}),
+        "aiohttp picks the proxy by the URL's scheme (`helpers.get_env_proxy_for_url`: "
+        "`proxies_in_env[url.scheme]`): for `ws://`/`wss://` only `ws_proxy`/`wss_proxy` "
+        "count, never `http(s)_proxy` or `ALL_PROXY`; it drops `https://` proxy URLs with "
+        "a warning (`proxies_from_env`).",
+    ),
+    SourceNote(
+        "websocket-client",
+        frozenset({"https-proxy"}),
+        "`websocket/_http.py` `_tunnel()` writes `CONNECT host:port` on the plain TCP "
+        "socket: no TLS to an `https://` proxy.",
+    ),
+    SourceNote(
+        "websocket-client",
+        frozenset({"proxy-ipv6-target"}),
+        '`_tunnel()` formats the target as `f"{host}:{port}"`, without brackets for IPv6.',
+    ),
+    SourceNote(
+        "websocket-client",
+        frozenset({"auth-digest", "auth-ntlm"}),
+        "`_tunnel()` only ever adds `Proxy-Authorization: Basic` (a `TODO: support digest "
+        "auth` sits there) and reads a single reply: any 407 is final.",
+    ),
+)
+
+
+def network_summary(result: Result) -> str:
+    parts = []
+    seen = origin_requests(result)
+    others = len(proxy_requests(result)) - len(seen)
+    if seen:
+        shown = [
+            f"{r.get('method')} {r.get('target')}"
+            + (f" → {r['status']}" if r.get("status") is not None else "")
+            for r in seen[:3]
+        ]
+        parts.append("proxy saw " + ", ".join(shown) + (" …" if len(seen) > 3 else ""))
+    elif proxy_variables(result):
+        parts.append("proxy saw nothing for the origin")
+    if others:
+        parts.append(f"{others} request(s) for other hosts")
+    for name, label in (("dns_queries", "DNS queries"), ("direct_attempts", "direct attempts")):
+        if counter(result, name):
+            parts.append(f"{counter(result, name)} {label}")
+    return "; ".join(parts) or "–"
+
+
+# -- the page ------------------------------------------------------------------
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _clip(text: str, limit: int = 180) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _explanations(client: str, wrong: list[Result], report: Path) -> list[str]:
+    """The bullets of one client's section: grouped explanations, then source notes."""
+    groups: dict[str, dict[str, list[str]]] = {}
+    unexplained = []
+    for result in wrong:
+        evidence = Evidence(client, result, report / "artifacts" / client / result["scenario"])
+        found = explain(evidence)
+        if found is None:
+            unexplained.append(result["scenario"])
+            continue
+        headline, detail = found
+        groups.setdefault(headline, {}).setdefault(detail, []).append(result["scenario"])
+    lines = []
+    for headline, details in groups.items():
+        if list(details) == [""]:
+            lines.append(f"- {headline} — {', '.join(details[''])}.")
+            continue
+        parts = [
+            ", ".join(ids) + (f" ({detail})" if detail else "") for detail, ids in details.items()
+        ]
+        lines.append(f"- {headline} — {'; '.join(parts)}.")
+    if unexplained:
+        lines.append(f"- Also wrong in {', '.join(unexplained)}: see the table below.")
+    failing = {r["scenario"] for r in wrong}
+    notes = [n.text for n in SOURCE_NOTES if n.client == client and n.scenarios & failing]
+    if notes:
+        lines += ["", "In the library's source:", ""] + [f"- {text}" for text in notes]
+    return lines
+
+
+def _at_a_glance(
+    runs: list[dict[str, Any]], by_client: dict[str, dict[str, Result]], scenarios: list[str]
+) -> list[str]:
+    """What the table shows, computed from it."""
+    ours = [r["client"] for r in runs if r["client"].startswith("tunnelws")]
+    others = [r["client"] for r in runs if r["client"] not in ours]
+    lines = ["## What it shows", ""]
+    for run in runs:
+        counts = run["counts"]
+        ran = sum(counts.values())
+        background = sum(1 for r in run["results"] if background_hosts(r))
+        lines.append(
+            f"- `{run['client']}`: {counts.get('correct', 0)} of {ran} correct"
+            + (f", {counts['skipped']} skipped" if counts.get("skipped") else "")
+            + (
+                f"; {background} more are wrong only for the browser's background requests\\*"
+                if background
+                else ""
+            )
+            + "."
+        )
+    if others:
+
+        def wrong_for_all(names: list[str], sid: str) -> bool:
+            cells = [by_client[n].get(sid) for n in names]
+            return all(
+                c is not None and c["verdict"] == "wrong" and not background_hosts(c) for c in cells
+            )
+
+        none_pass = [sid for sid in scenarios if wrong_for_all(others, sid)]
+        if none_pass:
+            lines += [
+                "",
+                "No third-party client is correct in: " + ", ".join(none_pass) + ".",
+            ]
+    for name in ours:
+        wrong = [r["scenario"] for r in by_client[name].values() if r["verdict"] != "correct"]
+        if wrong:
+            lines += ["", f"`{name}` is not correct in: {', '.join(wrong)} (see below)."]
+    return [*lines, ""]
+
+
+def render(
+    runs: list[dict[str, Any]], notes: dict[str, str], command_lines: list[str], report: Path
+) -> str:
+    """docs/compatibility.md from the report's runs."""
+    order = [c.name for c in clients()]
+    runs = sorted(runs, key=lambda r: order.index(r["client"]) if r["client"] in order else 99)
+    names = [r["client"] for r in runs]
+    by_client = {r["client"]: {x["scenario"]: x for x in r["results"]} for r in runs}
+    scenarios: dict[str, Result] = {}
+    for run in runs:
+        for result in run["results"]:
+            scenarios.setdefault(result["scenario"], result)
+    # Catalogue order; scenarios the catalogue no longer holds go last.
+    catalogue = list(SCENARIO_NETWORKS)
+    ordered = sorted(
+        scenarios.values(),
+        key=lambda r: catalogue.index(r["scenario"]) if r["scenario"] in catalogue else 999,
+    )
+    libraries = {c.name: c.library for c in clients()}
+    times = sorted(str(r.get("started", "")) for r in runs if r.get("started"))
+    started = f"between {times[0]} and {times[-1]}" if len(times) > 1 else "".join(times)
+
+    out: list[str] = []
+    out += [
+        "# Compatibility matrix",
+        "",
+        "Generated by `proxy/matrix.py` from runs of the harness "
+        f"([harness.md](harness.md)) started {started or 'at an unknown time'}: every client "
+        "through every scenario of the catalogue, in real network namespaces. "
+        "Each client uses only its library's own proxy support, through the adapter "
+        "in `proxy/adapters/` (see its README).",
+        "",
+        "✔ correct · ✘ wrong (the flag the network raised, or what the client's "
+        "error says: `407`, `dns`, `tls`, ...; `hang` = still running at the "
+        "scenario's limit; `passed` = succeeded where a correct client fails; "
+        "for tunnelws, the error category; `background*` = flags raised only by a "
+        "browser's own background requests, its WebSocket was correct) · – skipped",
+        "",
+    ]
+    out.append("| scenario | expected | " + " | ".join(f"`{n}`" for n in names) + " |")
+    out.append("|---|---|" + "---|" * len(names))
+    for scenario in ordered:
+        sid = scenario["scenario"]
+        cells = [_escape(cell(by_client[n].get(sid))) for n in names]
+        out.append(f"| {sid} | {scenario['expect']} | " + " | ".join(cells) + " |")
+    totals = []
+    for run in runs:
+        counts = run["counts"]
+        totals.append(f"{counts.get('correct', 0)}/{sum(counts.values())}")
+    out.append("| **correct** | | " + " | ".join(totals) + " |")
+    out.append("")
+    for name, note in notes.items():
+        out.append(f"- `{name}`: {note}")
+    if notes:
+        out.append("")
+
+    out += _at_a_glance(runs, by_client, [r["scenario"] for r in ordered])
+    out += ["## Where each client fails, and why", ""]
+    out += [
+        "Each explanation below is derived from that scenario's artifacts (the proxy's "
+        "log, the firewall's DNS and direct-connection counters, the adapter's stderr); "
+        "the last column quotes the library's own error.",
+        "",
+    ]
+    for run in runs:
+        name = run["client"]
+        results = run["results"]
+        wrong = [r for r in results if r["verdict"] in ("wrong", "error")]
+        skipped = [r for r in results if r["verdict"] == "skipped"]
+        counts = run["counts"]
+        out.append(f"### {name}")
+        out.append("")
+        summary = f"{libraries.get(name, name)}: {counts.get('correct', 0)} correct"
+        summary += f", {counts.get('wrong', 0)} wrong"
+        summary += f", {counts.get('skipped', 0)} skipped" if counts.get("skipped") else ""
+        summary += f", {counts.get('error', 0)} error" if counts.get("error") else ""
+        out += [summary + f" ({run.get('seconds', 0):.0f} s).", ""]
+        if not wrong:
+            out += ["Correct in every scenario it ran.", ""]
+        else:
+            out += _explanations(name, wrong, report)
+            out += [
+                "",
+                "| scenario | expected | got | network | the library's error |",
+                "|---|---|---|---|---|",
+            ]
+            for result in wrong:
+                if result["verdict"] == "error":
+                    got = "harness error"
+                elif result.get("timed_out"):
+                    got = f"killed at {result.get('client_seconds', 0):.1f} s"
+                else:
+                    got = (
+                        f"exit {result.get('exit_code')} in {result.get('client_seconds', 0):.1f} s"
+                    )
+                out.append(
+                    f"| {result['scenario']} | {result['expect']} | {got} | "
+                    f"{_escape(network_summary(result))} | "
+                    f"{_escape(_clip(last_error(result))) or '–'} |"
+                )
+            out.append("")
+        if skipped:
+            skipped_ids = ", ".join(r["scenario"] for r in skipped)
+            why = "; ".join(sorted({"; ".join(r.get("reasons") or []) for r in skipped}))
+            out += [f"Skipped: {skipped_ids} ({why or 'prerequisite missing'}).", ""]
+
+    out += [
+        "## How to reproduce",
+        "",
+        "As root, from the repository root (`npm ci` in `proxy/adapters/node_ws` first; "
+        "aiohttp, playwright, chromium and certutil installed, see "
+        "`proxy/adapters/README.md`):",
+        "",
+        "```console",
+        "$ sudo .venv/bin/python proxy/matrix.py              # all clients, then this page",
+        "$ sudo .venv/bin/python proxy/matrix.py --client aiohttp --client node-ws",
+        "$ .venv/bin/python proxy/matrix.py --render-only     # this page from build/compat",
+        "```",
+        "",
+        "which runs, one client after the other, into `build/compat/` "
+        "(`report.html` there links every cell to its logs):",
+        "",
+        "```console",
+        *[f"$ sudo {line}" for line in command_lines],
+        "```",
+        "",
+        "One scenario of one client: add `--scenario ID` to its line.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _display(command: Sequence[str]) -> str:
+    """A command line as a reader types it from the repository root."""
+    parts = []
+    for part in command:
+        if part == sys.executable:
+            part = ".venv/bin/python"
+        elif part.endswith("/bin/tunnelws") and part.startswith("TUNNELWS_BIN="):
+            part = "TUNNELWS_BIN=.venv/bin/tunnelws"
+        parts.append(part)
+    return shlex.join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help="report directory")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the Markdown page")
+    names = [c.name for c in clients()]
+    parser.add_argument(
+        "--client", action="append", choices=names, help="run only this client (repeatable)"
+    )
+    parser.add_argument(
+        "--render-only", action="store_true", help="write the page from an existing report"
+    )
+    args = parser.parse_args(argv)
+    report = args.report if args.report.is_absolute() else ROOT / args.report
+    output = args.output if args.output.is_absolute() else ROOT / args.output
+    notes_path = report / "matrix-notes.json"
+    notes: dict[str, str] = {}
+    if notes_path.exists():
+        notes = json.loads(notes_path.read_text())
+    if not args.render_only:
+        if os.geteuid() != 0:
+            parser.error("running the harness needs root (use --render-only to only render)")
+        report.mkdir(parents=True, exist_ok=True)
+        for client in clients():
+            if args.client and client.name not in args.client:
+                continue
+            begin = time.monotonic()
+            problem = run_client(client, report)
+            print(f"matrix: {client.name} took {time.monotonic() - begin:.0f} s", flush=True)
+            if problem:
+                notes[client.name] = problem
+            else:
+                notes.pop(client.name, None)
+        notes_path.write_text(json.dumps(notes, indent=2) + "\n")
+    try:
+        runs = json.loads((report / "results.json").read_text())["runs"]
+    except (OSError, ValueError, KeyError) as error:
+        print(f"matrix: no usable {report / 'results.json'}: {error}", file=sys.stderr)
+        return 1
+    command_lines = [
+        _display(harness_command(c, DEFAULT_REPORT)).replace(
+            "--report build/compat", "--report build/compat"
+        )
+        for c in clients()
+    ]
+    output.write_text(render(runs, notes, command_lines, report))
+    print(f"matrix: wrote {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
