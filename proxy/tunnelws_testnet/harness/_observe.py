@@ -295,6 +295,6 @@ def scenario_problems(scenario: Scenario, observation: Observation, passed: bool
             f"NTLM messages 1, 2 and 3 should share one connection, saw {seen or 'none'}"
         )
     if scenario.expect_proxy_untouched and for_origin:
-        seen = len(for_origin)
-        problems.append(f"no_proxy should bypass the proxy, but it saw {seen} for the origin")
+        count = len(for_origin)
+        problems.append(f"no_proxy should bypass the proxy, but it saw {count} for the origin")
     return problems
