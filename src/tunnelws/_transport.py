@@ -36,12 +36,14 @@ from ._trust import default_ssl_context
 from ._version import USER_AGENT
 
 __all__ = [
+    "PrefixedStream",
     "ProxyAuth",
     "RouteOptions",
     "connect_origin",
     "open_origin_stream",
     "open_route_stream",
     "open_tunnel",
+    "prefixed",
     "start_tls",
 ]
 
@@ -370,7 +372,7 @@ async def _open_connect_tunnel(
             if reply.ok:
                 if trace:
                     trace(f"* Tunnel to {target.authority} established")
-                return _prefixed(stream, leftover)
+                return prefixed(stream, leftover)
             if reply.status != 407:
                 raise _refusal(reply, target)
             # Bytes beyond the reply mean the proxy is out of step with us:
@@ -442,19 +444,22 @@ def _refusal(reply: ProxyReply, target: Target) -> ProxyRefusedError:
     )
 
 
-def _prefixed(stream: trio.abc.Stream, prefix: bytes) -> trio.abc.Stream:
-    return PrefixedStream(stream, prefix) if prefix else stream
+def prefixed(inner: trio.abc.Stream, prefix: bytes) -> trio.abc.Stream:
+    """``inner`` with ``prefix`` in front; ``inner`` itself when there is
+    none, so the usual tunnel pays for no extra layer on every read."""
+    return PrefixedStream(inner, prefix) if prefix else inner
 
 
 class PrefixedStream(trio.abc.Stream):
     """A stream that first returns bytes already read from it.
 
     Proxies may send the first tunnel bytes in the same segment as their
-    reply; those belong to the tunnel and must not be lost.
+    reply (and clients theirs right behind a request head); those belong to
+    the stream and must not be lost.
     """
 
-    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
-        self.stream = stream
+    def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
+        self.inner = inner
         self._prefix = prefix
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
@@ -463,13 +468,19 @@ class PrefixedStream(trio.abc.Stream):
             chunk, self._prefix = self._prefix[:size], self._prefix[size:]
             await trio.lowlevel.checkpoint()
             return chunk
-        return bytes(await self.stream.receive_some(max_bytes))
+        return bytes(await self.inner.receive_some(max_bytes))
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.stream.send_all(data)
+        await self.inner.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
-        await self.stream.wait_send_all_might_not_block()
+        await self.inner.wait_send_all_might_not_block()
 
     async def aclose(self) -> None:
-        await self.stream.aclose()
+        await self.inner.aclose()
+
+    async def send_eof(self) -> None:
+        """Half-close, when the stream underneath can (TCP yes, TLS no)."""
+        if not isinstance(self.inner, trio.abc.HalfCloseableStream):
+            raise trio.ClosedResourceError("the stream underneath cannot half-close")
+        await self.inner.send_eof()

@@ -1,4 +1,5 @@
-"""Small stream helpers: replaying buffered bytes, finding the socket, resets."""
+"""Small stream helpers: finding the socket, resets, replies. Replaying bytes
+read past a request head is the client's PrefixedStream, shared."""
 
 from __future__ import annotations
 
@@ -8,45 +9,9 @@ import struct
 
 import trio
 
-__all__ = ["PrefixedStream", "abort_stream", "send_reply", "socket_stream_of"]
+from tunnelws._transport import PrefixedStream, prefixed
 
-
-class PrefixedStream(trio.abc.Stream):
-    """A stream that first yields ``prefix`` (bytes already read past a
-    request head), then reads from ``inner``."""
-
-    def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
-        self.inner = inner
-        self._prefix = prefix
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._prefix:
-            size = len(self._prefix) if max_bytes is None else max_bytes
-            data, self._prefix = self._prefix[:size], self._prefix[size:]
-            await trio.lowlevel.checkpoint()
-            return data
-        return bytes(await self.inner.receive_some(max_bytes))
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    async def send_eof(self) -> None:
-        if isinstance(self.inner, trio.abc.HalfCloseableStream):
-            await self.inner.send_eof()
-        else:
-            raise trio.ClosedResourceError("inner stream cannot half-close")
-
-
-def prefixed(inner: trio.abc.Stream, prefix: bytes) -> trio.abc.Stream:
-    """``inner`` with ``prefix`` in front; ``inner`` itself when there is
-    none, so the usual tunnel pays for no extra layer on every read."""
-    return PrefixedStream(inner, prefix) if prefix else inner
+__all__ = ["PrefixedStream", "abort_stream", "prefixed", "send_reply", "socket_stream_of"]
 
 
 def socket_stream_of(stream: trio.abc.Stream) -> trio.SocketStream | None:
