@@ -118,6 +118,26 @@ SCENARIOS: dict[str, Scenario] = {
         "tunnel-reset",
         "connection-lost",
     ),
+    "auth-ntlm": Scenario(
+        {"auth": ("CORP\\alice", "ntlm-pass"), "auth_scheme": "ntlm"},
+        False,
+        None,
+        options={"proxy_auth": ("CORP\\alice", "ntlm-pass")},
+    ),
+    "auth-ntlm-wrong": Scenario(
+        {"auth": ("CORP\\alice", "ntlm-pass"), "auth_scheme": "ntlm"},
+        False,
+        "connect",
+        "auth-rejected",
+        "proxy-auth",
+        options={"proxy_auth": ("CORP\\alice", "wrong")},
+    ),
+    "bandwidth-limit": Scenario(
+        {"toxics": Toxics(bandwidth=512 * 1024)},
+        False,
+        None,
+        options={"message_timeout": 30.0},
+    ),
     "slow-link": Scenario(
         {"toxics": Toxics(latency_up=0.02, latency_down=0.02, slice_min=16, slice_max=512, seed=3)},
         False,
@@ -348,3 +368,18 @@ def _closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+async def test_ipv6_origin_through_the_proxy(nursery: trio.Nursery) -> None:
+    from tunnelws_testnet.origin import OriginConfig, serve_origin
+
+    try:
+        origin6 = await nursery.start(serve_origin, OriginConfig(host="::1"))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    proxy = await nursery.start(serve_proxy, ProxyConfig())
+    port = origin6.http[1]
+    with trio.fail_after(60):
+        report = await run_check(f"ws://[::1]:{port}/echo", CheckOptions(proxy=proxy.url))
+    assert report.failure is None, report.failure
+    assert f"CONNECT [::1]:{port}" in str(report.to_dict())
