@@ -39,6 +39,8 @@ class ScriptedProxy:
     requests: list[bytes] = field(default_factory=list)
     connections: int = 0
     port: int = 0
+    # Bytes relayed through tunnels: client to target, target to client.
+    relayed: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0})
 
     @property
     def url(self) -> str:
@@ -81,7 +83,9 @@ class ScriptedProxy:
                 if step.then == "silent":
                     await trio.sleep_forever()
                 if step.then == "tunnel":
-                    await _relay_to_target(stream, head, buffer, self.aliases, step.idle_timeout)
+                    await _relay_to_target(
+                        stream, head, buffer, self.aliases, step.idle_timeout, self.relayed
+                    )
                 return
 
 
@@ -91,6 +95,7 @@ async def _relay_to_target(
     early: bytes,
     aliases: dict[str, str],
     idle_timeout: float | None,
+    relayed: dict[str, int],
 ) -> None:
     authority = head.split(b" ", 2)[1].decode()
     host, _, port = authority.rpartition(":")
@@ -107,10 +112,11 @@ async def _relay_to_target(
             if idle_timeout is not None:
                 idle.deadline = trio.current_time() + idle_timeout
 
-        async def pump(source: trio.abc.Stream, sink: trio.abc.Stream) -> None:
+        async def pump(source: trio.abc.Stream, sink: trio.abc.Stream, direction: str) -> None:
             try:
                 while data := await source.receive_some(65536):
                     touch()
+                    relayed[direction] += len(data)
                     await sink.send_all(data)
                 await sink.send_eof()  # type: ignore[attr-defined]
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -119,5 +125,5 @@ async def _relay_to_target(
         touch()
         with idle:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(pump, client, upstream)
-                nursery.start_soon(pump, upstream, client)
+                nursery.start_soon(pump, client, upstream, "up")
+                nursery.start_soon(pump, upstream, client, "down")

@@ -17,7 +17,7 @@ NODE_MODULES = ROOT / "proxy" / "adapters" / "node_ws" / "node_modules"
 SCRIPT = Path(__file__).resolve().parent / "node" / "origin_check.mjs"
 
 
-async def test_node_ws_echo_subprotocol_close_and_16_mib(origin) -> None:
+async def test_node_ws_echo_subprotocol_deflate_close_and_16_mib(origin) -> None:
     node = require_binary("node")
     if not (NODE_MODULES / "ws").is_dir():
         message = "Node `ws` is not installed: run `make test` (npm ci in proxy/adapters/node_ws)"
@@ -36,6 +36,7 @@ async def test_node_ws_echo_subprotocol_close_and_16_mib(origin) -> None:
     assert result.returncode == 0, result.stderr.decode()
     seen = json.loads(result.stdout)
     assert seen["subprotocol"] == "chat.v2"
+    assert seen["extensions"] == "permessage-deflate"  # the 16 MiB went compressed
     assert seen["text"] == {"data": "hello from node", "binary": False}
     assert seen["binary"] == {"data": [0, 1, 2, 255], "binary": True}
     assert seen["big"] == {"length": 16 * 1024 * 1024, "same": True}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from ._auth import Credentials
 from ._check import CheckOptions, CheckReport, run_check
+from ._deflate import Deflate
 from ._errors import (
     ConnectionClosed,
     ConnectionLostError,
     DirectConnectError,
     HandshakeError,
+    MessageTooBigError,
     PhaseTimeoutError,
     ProxyAuthError,
     ProxyConfigError,
@@ -36,10 +38,12 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionLostError",
     "Credentials",
+    "Deflate",
     "DirectConnectError",
     "EventSourceState",
     "EventStream",
     "HandshakeError",
+    "MessageTooBigError",
     "PhaseTimeoutError",
     "ProxyAuthError",
     "ProxyConfigError",

@@ -17,6 +17,7 @@ __all__ = [
     "ConnectionLostError",
     "DirectConnectError",
     "HandshakeError",
+    "MessageTooBigError",
     "PhaseTimeoutError",
     "ProxyAuthError",
     "ProxyConfigError",
@@ -208,10 +209,12 @@ class ConnectionClosed(Exception):
 
 
 class ConnectionLostError(TunnelError, ConnectionClosed):
-    """The connection was lost after it was open (no closing handshake).
+    """The connection ended abnormally after it was open: lost (no closing
+    handshake) or failed because the server broke the protocol.
 
     ``code`` and ``reason`` are the close code and reason the library saw
-    (1006 when the transport simply went away, 1011 for a keepalive timeout).
+    (1006 when the transport simply went away, 1011 for a keepalive timeout,
+    1002 or 1007 for a protocol violation by the server).
     """
 
     exit_code = 12
@@ -221,3 +224,17 @@ class ConnectionLostError(TunnelError, ConnectionClosed):
         TunnelError.__init__(self, message, phase="connected")
         self.code = code
         self.reason = reason
+
+
+class MessageTooBigError(ConnectionLostError):
+    """The server sent a message bigger than ``max_message_size`` bytes
+    (counted after decompression, so a compression bomb ends here too):
+    the connection was failed with close code 1009. ``limit`` is that size.
+    """
+
+    exit_code = 13
+    category = "message-too-big"
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message, code=1009, reason="message too big")
+        self.limit = limit

@@ -1,39 +1,111 @@
-"""Outgoing WebSocket data frames (RFC 6455 section 5.2), masked in C.
+"""WebSocket frames on the wire (RFC 6455 section 5.2): client frames out,
+server frame headers in.
 
-Clients must mask every frame with a fresh random key. wsproto masks in pure
-Python, which at 64 KiB costs more than the rest of a round trip; wsaccel
-does the same XOR in C. Control frames and all parsing stay with wsproto; this
-module only writes complete (FIN) text and binary frames, as tunnelws never
-fragments what it sends and negotiates no extensions.
+Clients must mask every frame with a fresh random key. The XOR runs in C
+(python-websockets' vectorised ``apply_mask``, about 1 µs per 64 KiB, where
+wsaccel's byte loop takes about 35 µs and wsproto's pure-Python masker 125).
+tunnelws never fragments what it sends.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+from typing import NamedTuple
 
 try:
-    from wsaccel.xormask import XorMaskerSimple
-except ImportError:  # e.g. an interpreter wsaccel has no build for
-    from wsproto.frame_protocol import XorMaskerSimple
+    from websockets.speedups import apply_mask
+except ImportError:  # an interpreter the C speedups were not built for
+    from websockets.utils import apply_mask
 
-__all__ = ["OPCODE_BINARY", "OPCODE_TEXT", "data_frame"]
+__all__ = [
+    "OPCODE_BINARY",
+    "OPCODE_CLOSE",
+    "OPCODE_CONTINUATION",
+    "OPCODE_PING",
+    "OPCODE_PONG",
+    "OPCODE_TEXT",
+    "FrameHeader",
+    "HeaderError",
+    "encode_frame",
+    "parse_header",
+]
 
+OPCODE_CONTINUATION = 0x0
 OPCODE_TEXT = 0x1
 OPCODE_BINARY = 0x2
+OPCODE_CLOSE = 0x8
+OPCODE_PING = 0x9
+OPCODE_PONG = 0xA
+_DATA_OPCODES = frozenset({OPCODE_CONTINUATION, OPCODE_TEXT, OPCODE_BINARY})
+_CONTROL_OPCODES = frozenset({OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG})
 _FIN = 0x80
+_RSV1 = 0x40
+_RSV23 = 0x30
 _MASKED = 0x80
+_LENGTH_16 = struct.Struct("!H")
+_LENGTH_64 = struct.Struct("!Q")
 
 
-def data_frame(opcode: int, payload: bytes) -> bytes:
-    """One complete, masked client frame carrying ``payload``."""
+def encode_frame(opcode: int, payload: bytes, *, rsv1: bool = False) -> bytes:
+    """One complete (FIN), masked client frame carrying ``payload``."""
     length = len(payload)
+    first = _FIN | opcode | (_RSV1 if rsv1 else 0)
     if length < 126:
-        header = struct.pack("!BB", _FIN | opcode, _MASKED | length)
+        header = bytes((first, _MASKED | length))
     elif length < 1 << 16:
-        header = struct.pack("!BBH", _FIN | opcode, _MASKED | 126, length)
+        header = bytes((first, _MASKED | 126)) + _LENGTH_16.pack(length)
     else:
-        header = struct.pack("!BBQ", _FIN | opcode, _MASKED | 127, length)
+        header = bytes((first, _MASKED | 127)) + _LENGTH_64.pack(length)
     key = os.urandom(4)
-    masked = XorMaskerSimple(key).process(payload) if payload else b""
-    return b"".join((header, key, masked))
+    return b"".join((header, key, apply_mask(payload, key))) if payload else header + key
+
+
+class FrameHeader(NamedTuple):
+    fin: bool
+    rsv1: bool
+    opcode: int
+    length: int
+    size: int  # bytes the header itself takes
+
+
+class HeaderError(Exception):
+    """A server frame header that breaks RFC 6455 (close with 1002)."""
+
+
+def parse_header(buffer: bytes, pos: int) -> FrameHeader | None:
+    """The header of a server-to-client frame at ``buffer[pos:]``, or None
+    when it is not complete yet. Extensions decide what RSV1 means."""
+    available = len(buffer) - pos
+    if available < 2:
+        return None
+    first = buffer[pos]
+    second = buffer[pos + 1]
+    opcode = first & 0x0F
+    if first & _RSV23:
+        raise HeaderError("reserved bits RSV2/RSV3 set")
+    if second & _MASKED:
+        raise HeaderError("the server masked a frame")
+    length = second & 0x7F
+    size = 2
+    if length == 126:
+        if available < 4:
+            return None
+        (length,) = _LENGTH_16.unpack_from(buffer, pos + 2)
+        size = 4
+    elif length == 127:
+        if available < 10:
+            return None
+        (length,) = _LENGTH_64.unpack_from(buffer, pos + 2)
+        if length >> 63:
+            raise HeaderError("64-bit payload length with the high bit set")
+        size = 10
+    fin = bool(first & _FIN)
+    if opcode in _CONTROL_OPCODES:
+        if not fin:
+            raise HeaderError("fragmented control frame")
+        if length > 125:
+            raise HeaderError("control frame longer than 125 bytes")
+    elif opcode not in _DATA_OPCODES:
+        raise HeaderError(f"unknown opcode {opcode:#x}")
+    return FrameHeader(fin, bool(first & _RSV1), opcode, length, size)

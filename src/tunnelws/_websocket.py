@@ -19,28 +19,31 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import trio
 from wsproto import ConnectionType, WSConnection
-from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     AcceptConnection,
-    CloseConnection,
-    Event,
-    Message,
-    Ping,
-    Pong,
     RejectConnection,
     RejectData,
     Request,
-    TextMessage,
 )
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+from wsproto.extensions import Extension
+from wsproto.utilities import RemoteProtocolError
 
-from ._errors import ConnectionClosed, ConnectionLostError, HandshakeError
-from ._frames import OPCODE_BINARY, OPCODE_TEXT, data_frame
+from ._deflate import (
+    EXTENSION_NAME,
+    Deflate,
+    DeflateParameters,
+    NegotiationError,
+    client_offer,
+    parse_response,
+)
+from ._errors import ConnectionClosed, ConnectionLostError, HandshakeError, MessageTooBigError
+from ._frames import OPCODE_BINARY, OPCODE_TEXT
+from ._protocol import ClientProtocol, Close, Event, Failure, NotOpen, Ping, Pong, State
 from ._route import AUTO, ProxySetting
 from ._target import Target, parse_target
 from ._timeouts import PhaseClock
@@ -50,6 +53,8 @@ from ._transport import HeaderList, ProxyAuth, RouteOptions, connect_origin, sch
 __all__ = ["ReadyState", "WebSocketConnection", "open_websocket"]
 
 RECEIVE_SIZE = 65536
+# A 101 response head larger than this is not a WebSocket server's.
+MAX_RESPONSE_HEAD = 65536
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 NORMAL_CLOSE_CODES = frozenset({1000, 1001})
 
@@ -82,6 +87,7 @@ async def open_websocket(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     message_queue_size: int = 16,
     trace: Trace | None = None,
+    compression: Deflate | str | None = "deflate",
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket to ``url`` (``ws://`` or ``wss://``) along its route.
 
@@ -99,12 +105,19 @@ async def open_websocket(
     keep this one; no pong within ``ping_timeout`` (default: the interval)
     counts as a lost connection. Leaving the block closes the WebSocket with a
     closing handshake (at most ``close_timeout`` seconds).
+
+    ``compression`` offers permessage-deflate (RFC 7692): ``"deflate"`` with
+    the default :class:`~tunnelws.Deflate` settings, a ``Deflate(...)``, or
+    ``None`` to offer no compression. A message bigger than
+    ``max_message_size`` once decompressed fails the connection with close
+    code 1009 and :class:`~tunnelws.MessageTooBigError`.
     """
     target = parse_target(url)
     if target.scheme not in ("ws", "wss"):
         raise ValueError(f"not a WebSocket URL: {url!r} (use ws:// or wss://)")
     if ping_interval is not None and ping_interval <= 0:
         raise ValueError("ping_interval must be positive")
+    deflate = _compression_settings(compression)
     options = RouteOptions(
         proxy=proxy,
         proxy_auth=proxy_auth,
@@ -119,15 +132,17 @@ async def open_websocket(
     stream = await connect_origin(target, options, clock)
     try:
         with clock.phase("websocket", f"in the WebSocket handshake with {target.host_header}"):
-            protocol, accept = await _handshake(stream, target, subprotocols, extra_headers, trace)
+            handshake = await _handshake(
+                stream, target, subprotocols, extra_headers, trace, deflate is not None
+            )
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
     connection = WebSocketConnection(
         stream,
-        protocol,
-        accept,
+        handshake,
         url=target.url,
+        deflate=deflate,
         max_message_size=max_message_size,
         message_queue_size=message_queue_size,
         close_timeout=close_timeout,
@@ -151,19 +166,63 @@ async def open_websocket(
         raise body_error
 
 
+def _compression_settings(compression: Deflate | str | None) -> Deflate | None:
+    if compression is None or isinstance(compression, Deflate):
+        return compression
+    if compression == "deflate":
+        return Deflate()
+    raise ValueError(
+        f"compression must be 'deflate', a tunnelws.Deflate or None, not {compression!r}"
+    )
+
+
+class _DeflateOffer(Extension):
+    """wsproto's hook for the offer and the server's answer; the codec
+    itself is tunnelws's (see _deflate)."""
+
+    name = EXTENSION_NAME
+
+    def __init__(self) -> None:
+        self.agreed: DeflateParameters | None = None
+        self.answer = ""
+
+    def offer(self) -> str:
+        return client_offer()
+
+    def finalize(self, offer: str) -> None:
+        if self.agreed is not None:
+            raise RemoteProtocolError("the server accepted permessage-deflate twice")
+        try:
+            self.agreed = parse_response(offer.partition(";")[2])
+        except NegotiationError as exc:
+            raise RemoteProtocolError(f"unacceptable permessage-deflate answer: {exc}") from None
+        self.answer = offer
+
+
+@dataclass
+class _Handshake:
+    accept: AcceptConnection
+    deflate: DeflateParameters | None
+    extensions: str
+    trailing: bytes  # frames that came with the 101
+
+
 async def _handshake(
     stream: trio.abc.Stream,
     target: Target,
     subprotocols: Sequence[str],
     extra_headers: HeaderList,
     trace: Trace | None,
-) -> tuple[WSConnection, AcceptConnection]:
+    offer_deflate: bool,
+) -> _Handshake:
     protocol = WSConnection(ConnectionType.CLIENT)
+    offer = _DeflateOffer()
     request = protocol.send(
         Request(
             host=target.host_header,
             target=target.resource,
             subprotocols=list(subprotocols),
+            extensions=[offer] if offer_deflate else [],
             extra_headers=[(name.encode(), value.encode()) for name, value in extra_headers],
         )
     )
@@ -172,6 +231,30 @@ async def _handshake(
     await _send_or_handshake_error(stream, request)
     rejection: RejectConnection | None = None
     body = bytearray()
+
+    def feed(data: bytes) -> AcceptConnection | None:
+        nonlocal rejection
+        try:
+            protocol.receive_data(data)
+            for event in protocol.events():
+                if isinstance(event, AcceptConnection):
+                    return event
+                if isinstance(event, RejectConnection):
+                    rejection = event
+                    if not event.has_body:
+                        raise _rejected(event, b"")
+                elif isinstance(event, RejectData) and rejection is not None:
+                    if len(body) < 4096:
+                        body.extend(event.data)
+                    if event.body_finished:
+                        raise _rejected(rejection, bytes(body))
+        except RemoteProtocolError as exc:
+            raise HandshakeError(f"invalid WebSocket handshake response: {exc}") from exc
+        return None
+
+    # The response head goes to wsproto; what follows it is a rejection's
+    # body (wsproto's too) or the first frames, which are ours.
+    head: bytes | None = b""
     while True:
         try:
             data = await stream.receive_some(RECEIVE_SIZE)
@@ -183,32 +266,32 @@ async def _handshake(
             if rejection is not None:
                 raise _rejected(rejection, bytes(body))
             raise HandshakeError("the server closed the connection during the WebSocket handshake")
-        try:
-            protocol.receive_data(bytes(data))
-            for event in protocol.events():
-                if isinstance(event, AcceptConnection):
-                    if trace:
-                        trace_head(
-                            trace,
-                            "<",
-                            "HTTP/1.1 101 Switching Protocols",
-                            [
-                                (k.decode("latin-1"), v.decode("latin-1"))
-                                for k, v in event.extra_headers
-                            ],
-                        )
-                    return protocol, event
-                if isinstance(event, RejectConnection):
-                    rejection = event
-                    if not event.has_body:
-                        raise _rejected(event, b"")
-                elif isinstance(event, RejectData) and rejection is not None:
-                    if len(body) < 4096:
-                        body += event.data
-                    if event.body_finished:
-                        raise _rejected(rejection, bytes(body))
-        except RemoteProtocolError as exc:
-            raise HandshakeError(f"invalid WebSocket handshake response: {exc}") from exc
+        if head is not None:
+            head += data
+            head_end = head.find(b"\r\n\r\n")
+            if head_end < 0:
+                if len(head) > MAX_RESPONSE_HEAD:
+                    raise HandshakeError(
+                        f"the WebSocket handshake response head exceeds {MAX_RESPONSE_HEAD} bytes"
+                    )
+                continue
+            accept = feed(head[: head_end + 4])
+            data, head = head[head_end + 4 :], None
+            if accept is not None:
+                if trace:
+                    trace_head(
+                        trace,
+                        "<",
+                        "HTTP/1.1 101 Switching Protocols",
+                        [
+                            (k.decode("latin-1"), v.decode("latin-1"))
+                            for k, v in accept.extra_headers
+                        ],
+                    )
+                return _Handshake(accept, offer.agreed, offer.answer, data)
+            if not data:
+                continue
+        feed(bytes(data))
 
 
 async def _send_or_handshake_error(stream: trio.abc.Stream, data: bytes) -> None:
@@ -241,28 +324,34 @@ class WebSocketConnection:
     """An open WebSocket. Use it from :func:`open_websocket`.
 
     Mirrors the browser API: :attr:`url`, :attr:`ready_state`,
-    :attr:`buffered_amount`, :attr:`subprotocol`, :meth:`send`,
-    :meth:`receive` (or ``async for message in ws``) and :meth:`close`.
+    :attr:`buffered_amount`, :attr:`subprotocol`, :attr:`extensions`,
+    :meth:`send`, :meth:`receive` (or ``async for message in ws``) and
+    :meth:`close`.
     """
 
     def __init__(
         self,
         stream: trio.abc.Stream,
-        protocol: WSConnection,
-        accept: AcceptConnection,
+        handshake: _Handshake,
         *,
         url: str,
+        deflate: Deflate | None,
         max_message_size: int,
         message_queue_size: int,
         close_timeout: float,
     ) -> None:
         self._stream = stream
-        # After the handshake, talk to wsproto's frame-level Connection
-        # directly: one layer of generators less on every message.
-        assert protocol.connection is not None
-        self._protocol: Connection = protocol.connection
+        accept = handshake.accept
+        self._protocol = ClientProtocol(
+            max_message_size=max_message_size,
+            deflate=handshake.deflate,
+            settings=deflate,
+        )
         self.url = url
         self.subprotocol: str | None = accept.subprotocol
+        #: The extensions the server accepted, as it wrote them
+        #: (``Sec-WebSocket-Extensions``); "" when none.
+        self.extensions: str = handshake.extensions
         self.response_headers: list[tuple[str, str]] = [
             (k.decode("latin-1"), v.decode("latin-1")) for k, v in accept.extra_headers
         ]
@@ -271,8 +360,8 @@ class WebSocketConnection:
         self._close_timeout = close_timeout
         self._state = ReadyState.OPEN
         self._messages: deque[str | bytes] = deque()
-        self._fragments: list[str | bytes] = []
-        self._fragments_size = 0
+        # Frames that arrived with the 101, parsed once the reader starts.
+        self._trailing = handshake.trailing
         self._receivers = trio.lowlevel.ParkingLot()
         self._reader_waiting_for_space = trio.lowlevel.ParkingLot()
         self._send_lock = trio.StrictFIFOLock()
@@ -286,6 +375,8 @@ class WebSocketConnection:
         self._last_received = trio.current_time()
         self._pong = trio.Event()
         self._ending: ConnectionClosed | None = None
+        # Set when we fail the connection: it ends once our Close is written.
+        self._failure: ConnectionLostError | None = None
         self.close_code: int | None = None
         self.close_reason: str = ""
 
@@ -307,18 +398,18 @@ class WebSocketConnection:
         Raises :class:`~tunnelws.ConnectionClosed` once closing has started
         (:class:`~tunnelws.ConnectionLostError` if the connection was lost).
         """
-        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+        if isinstance(message, str):
+            opcode, payload = OPCODE_TEXT, message.encode()
+        elif isinstance(message, (bytes, bytearray, memoryview)):
+            opcode, payload = OPCODE_BINARY, message if type(message) is bytes else bytes(message)
+        else:
             raise TypeError(f"message must be str or bytes, not {type(message).__name__}")
         if self._state is not ReadyState.OPEN:
             raise self._closed_error()
-        if isinstance(message, str):
-            opcode, payload = OPCODE_TEXT, message.encode()
-        else:
-            opcode, payload = OPCODE_BINARY, bytes(message)
         size = len(message)
         self._buffered += size
         try:
-            await self._send_serialized(partial(self._data_frame, opcode, payload))
+            await self._send_serialized(partial(self._protocol.send_message, payload, opcode))
         finally:
             self._buffered -= size
 
@@ -327,7 +418,8 @@ class WebSocketConnection:
 
         Messages that arrived before the close are delivered first; then
         :class:`~tunnelws.ConnectionClosed` (normal close) or
-        :class:`~tunnelws.ConnectionLostError` (abnormal end) is raised.
+        :class:`~tunnelws.ConnectionLostError` (abnormal end, including
+        :class:`~tunnelws.MessageTooBigError`) is raised.
         """
         while not self._messages:
             if self._ending is not None:
@@ -352,7 +444,7 @@ class WebSocketConnection:
         """Send a ping; the peer's pong is handled (and awaited) by keepalive."""
         if self._state is not ReadyState.OPEN:
             raise self._closed_error()
-        await self._send_event(Ping(payload=payload))
+        await self._send_serialized(partial(self._protocol.send_ping, payload))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake and wait for it to finish, as long as
@@ -363,7 +455,7 @@ class WebSocketConnection:
             # A reader parked on a full queue must run to see the close reply.
             self._reader_waiting_for_space.unpark_all()
             try:
-                await self._send_event(CloseConnection(code=code, reason=reason or None))
+                await self._send_serialized(partial(self._protocol.send_close, code, reason))
             except ConnectionClosed:
                 return
         # close_timeout bounds silence, not the whole close: echoes still
@@ -383,21 +475,13 @@ class WebSocketConnection:
     def _closed_error(self) -> ConnectionClosed:
         if self._ending is not None:
             return self._ending
+        if self._failure is not None:
+            return self._failure
         return ConnectionClosed(self.close_code or 1005, "the WebSocket is closing")
-
-    async def _send_event(self, event: Event) -> None:
-        await self._send_serialized(partial(self._protocol.send, event))
-
-    def _data_frame(self, opcode: int, payload: bytes) -> bytes:
-        # Checked under the send lock: a close may have gone out while we
-        # waited for it.
-        if self._protocol.state is not ConnectionState.OPEN:
-            raise self._closed_error()
-        return data_frame(opcode, payload)
 
     async def _send_serialized(self, serialize: Callable[[], bytes]) -> None:
         """Serialize and write one frame under the send lock, so frames
-        leave in the order wsproto's state machine saw them."""
+        leave in the order the protocol's state machine saw them."""
         lock = self._send_lock
         # Uncontended (the usual case), take the lock without a scheduling
         # round trip: send_all below is the checkpoint. Measurably faster.
@@ -407,8 +491,9 @@ class WebSocketConnection:
             lock.acquire_nowait()
         try:
             try:
+                # Under the lock: a close may have gone out while we waited.
                 data = serialize()
-            except LocalProtocolError as exc:
+            except NotOpen as exc:
                 raise self._closed_error() from exc
             try:
                 await self._stream.send_all(data)
@@ -420,12 +505,18 @@ class WebSocketConnection:
 
     async def _read_frames(self) -> None:
         """Background task: bytes in, events out, until the connection ends."""
+        protocol = self._protocol
+        data: bytes | bytearray = self._trailing
+        self._trailing = b""
         try:
             while self._ending is None:
-                # Frames that arrived with the 101 response are processed first.
-                for event in self._protocol.events():
-                    await self._handle(event)
-                if self._protocol.state is ConnectionState.CLOSED:
+                if data:
+                    for event in protocol.receive_data(data):
+                        await self._handle(event)
+                if self._failure is not None:
+                    await self._end_failed()
+                    return
+                if protocol.state is State.CLOSED:
                     # Our close reply may still be queued: write it before
                     # closing the stream, within the close timeout.
                     with trio.move_on_after(self._close_timeout):
@@ -439,44 +530,26 @@ class WebSocketConnection:
                         "the connection was closed without a WebSocket closing handshake"
                     )
                     return
-                self._protocol.receive_data(bytes(data))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             await self._lose(f"the connection broke ({exc.__cause__ or exc})")
-        except RemoteProtocolError as exc:
-            await self._lose(f"the server broke the WebSocket protocol: {exc}", code=1002)
 
     async def _handle(self, event: Event) -> None:
-        if isinstance(event, Message):
-            await self._collect(event)
+        if isinstance(event, (str, bytes)):
+            await self._deliver(event)
         elif isinstance(event, Ping):
-            self._queue_control(event.response())
+            self._queue_control(partial(self._protocol.send_pong, event.payload))
         elif isinstance(event, Pong):
             self._pong.set()
-        elif isinstance(event, CloseConnection):
+        elif isinstance(event, Close):
             self.close_code = event.code
-            self.close_reason = event.reason or ""
-            if self._protocol.state is ConnectionState.REMOTE_CLOSING:
+            self.close_reason = event.reason
+            if self._protocol.state is State.REMOTE_CLOSING:
                 self._state = ReadyState.CLOSING
-                self._queue_control(event.response())
+                self._queue_control(partial(self._protocol.send_close, event.code, event.reason))
+        elif isinstance(event, Failure):
+            self._fail(event)
 
-    async def _collect(self, event: Message[Any]) -> None:
-        self._fragments.append(event.data)
-        self._fragments_size += len(event.data)
-        if self._fragments_size > self._max_message_size:
-            self._fragments.clear()
-            self._fragments_size = 0
-            if self._state is ReadyState.OPEN:
-                self._state = ReadyState.CLOSING
-                self._queue_control(CloseConnection(code=1009, reason="message too big"))
-            return
-        if not event.message_finished:
-            return
-        parts, self._fragments, self._fragments_size = self._fragments, [], 0
-        message: str | bytes
-        if isinstance(event, TextMessage):
-            message = parts[0] if len(parts) == 1 else "".join(parts)  # type: ignore[arg-type]
-        else:
-            message = parts[0] if len(parts) == 1 else b"".join(parts)  # type: ignore[arg-type]
+    async def _deliver(self, message: str | bytes) -> None:
         # Backpressure while open; once closing, in-flight messages are kept
         # so none is lost (their amount is bounded by close_timeout).
         while len(self._messages) >= self._queue_size and self._state is ReadyState.OPEN:
@@ -484,17 +557,34 @@ class WebSocketConnection:
         self._messages.append(message)
         self._receivers.unpark_all()
 
-    def _queue_control(self, event: Event) -> None:
-        """Serialize a control frame now (wsproto's state moves on at once)
-        and have it written without blocking the reader.
+    def _fail(self, failure: Failure) -> None:
+        """The server broke the protocol: send Close with the failure's code,
+        then end without waiting for its answer (RFC 6455 7.1.7)."""
+        why = f"the server broke the WebSocket protocol: {failure.reason}"
+        if failure.code == 1009:
+            self._failure = MessageTooBigError(
+                f"WebSocket connection failed: {failure.reason} (max_message_size)",
+                limit=self._max_message_size,
+            )
+        else:
+            self._failure = ConnectionLostError(
+                f"WebSocket connection failed: {why}", code=failure.code, reason=why
+            )
+        self._state = ReadyState.CLOSING
+        reason = "message too big" if failure.code == 1009 else failure.reason
+        self._queue_control(partial(self._protocol.send_close, failure.code, reason))
+
+    def _queue_control(self, serialize: Callable[[], bytes]) -> None:
+        """Serialize a control frame now (the protocol's state moves on at
+        once) and have it written without blocking the reader.
 
         A reader that waited for the send lock could deadlock: a sender stuck
         in send_all on a full socket waits for the peer to read, while the
         peer waits for us to read.
         """
         try:
-            self._pending_control.append(self._protocol.send(event))
-        except LocalProtocolError:
+            self._pending_control.append(serialize())
+        except NotOpen:
             return  # already closed: nothing to answer
         if not self._flushing and self._nursery is not None:
             self._flushing = True
@@ -514,6 +604,17 @@ class WebSocketConnection:
         code = self.close_code if self.close_code is not None else 1005
         self._finish_state(ConnectionClosed(code, self.close_reason))
         await trio.aclose_forcefully(self._stream)
+
+    async def _end_failed(self) -> None:
+        failure = self._failure
+        assert failure is not None
+        with trio.move_on_after(self._close_timeout):
+            await self._flush_control()
+        if self._ending is None:
+            self.close_code = failure.code
+            self.close_reason = failure.reason
+            self._finish_state(failure)
+            await trio.aclose_forcefully(self._stream)
 
     async def _lose(self, why: str, *, code: int = 1006) -> None:
         if self._ending is not None:

@@ -1,7 +1,8 @@
 // Node `ws` (a third-party client) against the origin test server: echo of
-// text and binary, subprotocol selection, close code and reason echoed, and a
-// 16 MiB message. Prints one JSON line with what it observed; the Python
-// test asserts on it. Usage: node origin_check.mjs ws://HOST:PORT
+// text and binary, subprotocol selection, permessage-deflate (ws offers it
+// by default), close code and reason echoed, and a 16 MiB message. Prints
+// one JSON line with what it observed; the Python test asserts on it.
+// Usage: node origin_check.mjs ws://HOST:PORT
 // `ws` is resolved from WS_MODULES_DIR (the adapter's node_modules), so the
 // repository keeps one lockfile-pinned copy.
 import { createRequire } from 'node:module';
@@ -25,7 +26,7 @@ function next(ws) {
 }
 
 const ws = await open('/echo', ['chat.v2', 'chat.v1']);
-const result = { subprotocol: ws.protocol };
+const result = { subprotocol: ws.protocol, extensions: ws.extensions };
 ws.send('hello from node');
 let reply = await next(ws);
 result.text = { data: reply.data.toString(), binary: reply.isBinary };

@@ -79,6 +79,8 @@ class OriginConfig:
     websocket_idle_timeout: float = 300.0
     #: Seconds to wait for the peer's Close frame / EOF after we sent ours.
     close_timeout: float = 5.0
+    #: Accept permessage-deflate (RFC 7692) when the client offers it.
+    compression: bool = True
     #: Called with every request head received (any path, also ones answered
     #: 404 or rejected), before it is answered, in the connection's task: keep
     #: it quick and non-blocking. An exception it raises is not caught (it

@@ -20,6 +20,8 @@ def describe_request(
     websocket: bool,
     subprotocol: str | None = None,
     offered_subprotocols: tuple[str, ...] = (),
+    extensions: str | None = None,
+    offered_extensions: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The request line, headers, client address and TLS facts of one request."""
     method = request.method.decode("ascii", errors="replace")
@@ -42,4 +44,7 @@ def describe_request(
         "websocket": websocket,
         "subprotocol": subprotocol,
         "offered_subprotocols": list(offered_subprotocols),
+        # The Sec-WebSocket-Extensions answer (None: no extension agreed).
+        "extensions": extensions,
+        "offered_extensions": list(offered_extensions),
     }

@@ -147,7 +147,7 @@ def _last_event_id(request: h11.Request) -> str | None:
 
 
 async def _websocket_endpoint(http: HTTPConnection, request: h11.Request, path: str) -> bool:
-    handshake = _websocket.check_handshake(request)
+    handshake = _websocket.check_handshake(request, compression=http.config.compression)
     if isinstance(handshake, _websocket.HandshakeRejected):
         await http.send_error(handshake.status, handshake.message, handshake.headers)
         return False
@@ -160,6 +160,8 @@ async def _websocket_endpoint(http: HTTPConnection, request: h11.Request, path: 
             websocket=True,
             subprotocol=handshake.subprotocol,
             offered_subprotocols=handshake.offered_subprotocols,
+            extensions=handshake.deflate.header_value() if handshake.deflate else None,
+            offered_extensions=handshake.offered_extensions,
         )
         first_message = json.dumps(info)
     await _websocket.EchoSession(http, ws).run(first_message)

@@ -3,6 +3,9 @@
 h11 parses the upgrade request and sends the 101; wsproto's post-handshake
 ``Connection`` then speaks frames. Doing the handshake here rather than in
 wsproto lets one port serve plain HTTP paths and WebSocket paths alike.
+
+permessage-deflate is the client library's codec (one implementation, with
+its bounded decompression) plugged into wsproto's extension hooks.
 """
 
 from __future__ import annotations
@@ -22,8 +25,20 @@ from wsproto.events import (
     Ping,
     TextMessage,
 )
-from wsproto.frame_protocol import CloseReason
+from wsproto.extensions import Extension
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 from wsproto.utilities import generate_accept_token
+
+from tunnelws._deflate import (
+    EXTENSION_NAME,
+    Deflate,
+    DeflateParameters,
+    Deflater,
+    InflateError,
+    Inflater,
+    TooBig,
+    accept_offer,
+)
 
 from ._http import ClientGone, HTTPConnection
 
@@ -38,6 +53,10 @@ class HandshakeAccepted:
     accept_token: str
     subprotocol: str | None
     offered_subprotocols: tuple[str, ...]
+    #: The client's Sec-WebSocket-Extensions offers, as sent.
+    offered_extensions: tuple[str, ...] = ()
+    #: permessage-deflate as agreed (None: no compression).
+    deflate: DeflateParameters | None = None
 
 
 @dataclass(frozen=True)
@@ -69,11 +88,14 @@ def is_upgrade_request(request: h11.Request) -> bool:
     return any(v.lower() == "websocket" for v in _comma_values(request, b"upgrade"))
 
 
-def check_handshake(request: h11.Request) -> HandshakeAccepted | HandshakeRejected:
+def check_handshake(
+    request: h11.Request, *, compression: bool = True
+) -> HandshakeAccepted | HandshakeRejected:
     """Validate an opening handshake (RFC 6455 section 4.2.1) and pick a subprotocol.
 
     The first subprotocol the client offers is selected, so clients can check
-    their own negotiation logic against a predictable server.
+    their own negotiation logic against a predictable server; so is the
+    first usable permessage-deflate offer when ``compression`` is on.
     """
     upgrade_required = (
         ("Upgrade", "websocket"),
@@ -106,11 +128,99 @@ def check_handshake(request: h11.Request) -> HandshakeAccepted | HandshakeReject
     if not key_valid:
         return HandshakeRejected(400, "Sec-WebSocket-Key must be 16 bytes in base64")
     offered = tuple(_comma_values(request, b"sec-websocket-protocol"))
+    extensions = tuple(_comma_values(request, b"sec-websocket-extensions"))
     return HandshakeAccepted(
         accept_token=generate_accept_token(key.encode("ascii")).decode("ascii"),
         subprotocol=offered[0] if offered else None,
         offered_subprotocols=offered,
+        offered_extensions=extensions,
+        deflate=_choose_deflate(extensions) if compression else None,
     )
+
+
+def _choose_deflate(offers: tuple[str, ...]) -> DeflateParameters | None:
+    for offer in offers:
+        name, _, params = offer.partition(";")
+        if name.strip().lower() == EXTENSION_NAME:
+            agreed = accept_offer(params)
+            if agreed is not None:
+                return agreed
+    return None
+
+
+class ServerDeflate(Extension):
+    """permessage-deflate for a wsproto server ``Connection``: inflates
+    whole messages within ``limit`` bytes (beyond it: close 1009)."""
+
+    name = EXTENSION_NAME
+
+    def __init__(self, agreed: DeflateParameters, limit: int) -> None:
+        self._deflater = Deflater(
+            Deflate(), agreed.server_max_window_bits, agreed.server_no_context_takeover
+        )
+        self._inflater = Inflater(agreed.client_max_window_bits, agreed.client_no_context_takeover)
+        self._limit = limit
+        self._data_frame = False  # the frame being received carries data
+        self._compressed = False  # the message being received is compressed
+
+    def enabled(self) -> bool:
+        return True
+
+    def offer(self) -> bool:
+        return False  # servers answer offers; they make none
+
+    def frame_inbound_header(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        payload_length: int,
+    ) -> CloseReason | RsvBits:
+        if rsv.rsv1 and (opcode.iscontrol() or opcode is Opcode.CONTINUATION):
+            return CloseReason.PROTOCOL_ERROR
+        self._data_frame = not opcode.iscontrol()
+        if opcode in (Opcode.TEXT, Opcode.BINARY):
+            self._compressed = rsv.rsv1
+        return RsvBits(True, False, False)
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        if not (self._data_frame and self._compressed):
+            return data
+        try:
+            self._inflater.feed(data, self._limit)
+        except TooBig:
+            return CloseReason.MESSAGE_TOO_BIG
+        except InflateError:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        return b""  # the message comes out whole, at its last frame
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        if not (fin and self._data_frame and self._compressed):
+            return None
+        self._compressed = False
+        try:
+            return self._inflater.finish(self._limit)
+        except TooBig:
+            return CloseReason.MESSAGE_TOO_BIG
+        except InflateError:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+
+    def frame_outbound(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        data: bytes,
+        fin: bool,
+    ) -> tuple[RsvBits, bytes]:
+        if opcode.iscontrol():
+            return rsv, data
+        assert fin and opcode is not Opcode.CONTINUATION  # the origin never fragments
+        return RsvBits(True, rsv.rsv2, rsv.rsv3), self._deflater.compress(data)
 
 
 async def accept(http: HTTPConnection, handshake: HandshakeAccepted) -> Connection:
@@ -122,11 +232,15 @@ async def accept(http: HTTPConnection, handshake: HandshakeAccepted) -> Connecti
     ]
     if handshake.subprotocol is not None:
         headers.append((b"Sec-WebSocket-Protocol", handshake.subprotocol.encode("latin-1")))
+    extensions: list[Extension] = []
+    if handshake.deflate is not None:
+        headers.append((b"Sec-WebSocket-Extensions", handshake.deflate.header_value().encode()))
+        extensions.append(ServerDeflate(handshake.deflate, http.config.max_message_size))
     await http.send(
         h11.InformationalResponse(status_code=101, headers=headers, reason=b"Switching Protocols")
     )
     trailing, _closed = http.h11.trailing_data
-    return Connection(ConnectionType.SERVER, trailing_data=trailing)
+    return Connection(ConnectionType.SERVER, extensions=extensions, trailing_data=trailing)
 
 
 def _truncate_reason(reason: str) -> str:

@@ -48,6 +48,11 @@ def register(subparsers: Any) -> None:
         default=None,
         help="send keepalive pings every S seconds (for proxies that drop idle tunnels)",
     )
+    parser.add_argument(
+        "--no-compression",
+        action="store_true",
+        help="do not offer permessage-deflate (it is offered by default)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -63,12 +68,14 @@ async def _session(args: argparse.Namespace) -> int:
         subprotocols=args.subprotocol,
         extra_headers=args.header,
         ping_interval=args.ping_interval,
+        compression=None if args.no_compression else "deflate",
         **kwargs,
     ) as ws:
         if trace:
             trace(
                 f"* WebSocket open: {ws.url}"
                 + (f", subprotocol {ws.subprotocol}" if ws.subprotocol else "")
+                + (f", extensions {ws.extensions}" if ws.extensions else "")
             )
         lost: ConnectionLostError | None = None
         async with trio.open_nursery() as nursery:
