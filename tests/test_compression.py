@@ -220,3 +220,12 @@ async def test_cli_no_compression(origin) -> None:
     assert (await info_from_cli())["extensions"] == "permessage-deflate"
     info = await info_from_cli("--no-compression")
     assert info["extensions"] is None and info["offered_extensions"] == []
+
+
+async def test_server_pings_are_answered_while_nobody_receives(nursery) -> None:
+    # The background reader takes over when no receive() is waiting.
+    port = await start_websockets_server(nursery, ping_interval=0.1, ping_timeout=0.5)
+    async with tunnelws.open_websocket(f"ws://127.0.0.1:{port}/", proxy=None) as ws:
+        await trio.sleep(1.5)  # three ping timeouts' worth without a receive()
+        await ws.send("still here")
+        assert await ws.receive() == "still here"

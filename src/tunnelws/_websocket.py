@@ -17,8 +17,8 @@ import enum
 import os
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -45,6 +45,7 @@ from ._errors import ConnectionClosed, ConnectionLostError, HandshakeError, Mess
 from ._frames import OPCODE_BINARY, OPCODE_TEXT
 from ._protocol import ClientProtocol, Close, Event, Failure, NotOpen, Ping, Pong, State
 from ._route import AUTO, ProxySetting
+from ._streamio import StreamIO
 from ._target import Target, parse_target
 from ._timeouts import PhaseClock
 from ._trace import Trace, trace_head
@@ -53,6 +54,9 @@ from ._transport import HeaderList, ProxyAuth, RouteOptions, connect_origin, sch
 __all__ = ["ReadyState", "WebSocketConnection", "open_websocket"]
 
 RECEIVE_SIZE = 65536
+# How long no receive() call may be waiting before the background task reads
+# on its own (answering pings, draining echoes of a sender that never reads).
+RECEIVER_GRACE = 0.05
 # A 101 response head larger than this is not a WebSocket server's.
 MAX_RESPONSE_HEAD = 65536
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
@@ -152,7 +156,7 @@ async def open_websocket(
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         connection._nursery = nursery
-        nursery.start_soon(connection._read_frames)
+        nursery.start_soon(connection._background_reader)
         if ping_interval is not None:
             nursery.start_soon(connection._keepalive, ping_interval, ping_timeout or ping_interval)
         try:
@@ -341,6 +345,7 @@ class WebSocketConnection:
         close_timeout: float,
     ) -> None:
         self._stream = stream
+        self._io = StreamIO(stream)
         accept = handshake.accept
         self._protocol = ClientProtocol(
             max_message_size=max_message_size,
@@ -360,10 +365,22 @@ class WebSocketConnection:
         self._close_timeout = close_timeout
         self._state = ReadyState.OPEN
         self._messages: deque[str | bytes] = deque()
-        # Frames that arrived with the 101, parsed once the reader starts.
+        # Frames that arrived with the 101, parsed by the first read.
         self._trailing = handshake.trailing
+        # Reading: whoever needs data reads, one task at a time. A receive()
+        # call reads itself (a scheduler pass less per message than handing
+        # over from a reader task); the background task reads when no
+        # receive() has been waiting for RECEIVER_GRACE, or when closing or
+        # waiting for a pong needs it.
+        self._reading = False
+        self._receiving = 0  # receive() calls in progress
+        self._receiver_left = trio.current_time()
+        self._urgent = 0  # close() and keepalive waiting for the server
         self._receivers = trio.lowlevel.ParkingLot()
-        self._reader_waiting_for_space = trio.lowlevel.ParkingLot()
+        self._background = trio.lowlevel.ParkingLot()
+        # What the parked background task waits for: "receivers" (to be
+        # gone), "room" (in the queue) or "grace" (a timer).
+        self._background_waits = ""
         self._send_lock = trio.StrictFIFOLock()
         # Control frames the reader produced (pongs, close replies), written
         # by a separate task so the reader never waits on the send side.
@@ -421,12 +438,27 @@ class WebSocketConnection:
         :class:`~tunnelws.ConnectionLostError` (abnormal end, including
         :class:`~tunnelws.MessageTooBigError`) is raised.
         """
-        while not self._messages:
-            if self._ending is not None:
-                raise self._ending
-            await self._receivers.park()
-        message = self._messages.popleft()
-        self._reader_waiting_for_space.unpark_all()
+        messages = self._messages
+        if not messages:
+            self._receiving += 1
+            try:
+                while not messages:
+                    if self._ending is not None:
+                        raise self._ending
+                    if self._reading:
+                        await self._receivers.park()  # the reader delivers, or steps aside
+                    else:
+                        await self._read()
+            finally:
+                self._receiving -= 1
+                self._receiver_left = trio.current_time()
+                if self._receivers:
+                    self._receivers.unpark()  # another receive() may read now
+                elif self._background_waits == "receivers" and not self._receiving:
+                    self._background.unpark()
+        message = messages.popleft()
+        if self._background_waits == "room" and len(messages) < self._queue_size:
+            self._background.unpark()
         return message
 
     def __aiter__(self) -> WebSocketConnection:
@@ -452,8 +484,6 @@ class WebSocketConnection:
         the wait. Messages still in flight stay readable with :meth:`receive`."""
         if self._state is ReadyState.OPEN:
             self._state = ReadyState.CLOSING
-            # A reader parked on a full queue must run to see the close reply.
-            self._reader_waiting_for_space.unpark_all()
             try:
                 await self._send_serialized(partial(self._protocol.send_close, code, reason))
             except ConnectionClosed:
@@ -461,14 +491,17 @@ class WebSocketConnection:
         # close_timeout bounds silence, not the whole close: echoes still
         # arriving over a slow link are progress (and are delivered).
         self._last_received = max(self._last_received, trio.current_time())
-        while not self._closed.is_set():
-            deadline = self._last_received + self._close_timeout
-            if trio.current_time() >= deadline:
-                silence = f"{self._close_timeout:g} s"
-                await self._lose(f"no closing handshake and no data from the server for {silence}")
-                return
-            with trio.move_on_at(deadline):
-                await self._closed.wait()
+        with self._reading_needed():
+            while not self._closed.is_set():
+                deadline = self._last_received + self._close_timeout
+                if trio.current_time() >= deadline:
+                    silence = f"{self._close_timeout:g} s"
+                    await self._lose(
+                        f"no closing handshake and no data from the server for {silence}"
+                    )
+                    return
+                with trio.move_on_at(deadline):
+                    await self._closed.wait()
 
     # -- internals -----------------------------------------------------------
 
@@ -496,47 +529,89 @@ class WebSocketConnection:
             except NotOpen as exc:
                 raise self._closed_error() from exc
             try:
-                await self._stream.send_all(data)
+                await self._io.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 await self._lose(f"the connection broke while sending ({exc.__cause__ or exc})")
                 raise self._closed_error() from exc
         finally:
             lock.release()
 
-    async def _read_frames(self) -> None:
-        """Background task: bytes in, events out, until the connection ends."""
-        protocol = self._protocol
-        data: bytes | bytearray = self._trailing
-        self._trailing = b""
+    @contextmanager
+    def _reading_needed(self) -> Iterator[None]:
+        """While the block runs, the background task reads at once when no
+        receive() does (close() and keepalive wait for the server)."""
+        self._urgent += 1
+        self._background.unpark()
         try:
-            while self._ending is None:
-                if data:
-                    for event in protocol.receive_data(data):
-                        await self._handle(event)
-                if self._failure is not None:
-                    await self._end_failed()
-                    return
-                if protocol.state is State.CLOSED:
-                    # Our close reply may still be queued: write it before
-                    # closing the stream, within the close timeout.
-                    with trio.move_on_after(self._close_timeout):
-                        await self._flush_control()
-                    await self._end_cleanly()
-                    return
-                data = await self._stream.receive_some(RECEIVE_SIZE)
-                self._last_received = trio.current_time()
-                if not data:
-                    await self._lose(
-                        "the connection was closed without a WebSocket closing handshake"
-                    )
-                    return
+            yield
+        finally:
+            self._urgent -= 1
+
+    async def _read(self) -> None:
+        """Read once from the stream and act on what arrived. The caller
+        makes sure nobody else is reading."""
+        self._reading = True
+        try:
+            if self._trailing:
+                data: bytes | bytearray = self._trailing
+                self._trailing = b""
+            else:
+                data = await self._io.receive_some(RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             await self._lose(f"the connection broke ({exc.__cause__ or exc})")
+            return
+        finally:
+            self._reading = False
+        self._last_received = trio.current_time()
+        if not data:
+            await self._lose("the connection was closed without a WebSocket closing handshake")
+            return
+        messages = self._messages
+        for event in self._protocol.receive_data(data):
+            if isinstance(event, (str, bytes)):
+                messages.append(event)
+            else:
+                self._handle(event)
+        self._receivers.unpark_all()
+        if self._failure is not None:
+            await self._end_failed()
+        elif self._protocol.state is State.CLOSED:
+            # Our close reply may still be queued: write it before closing
+            # the stream, within the close timeout.
+            with trio.move_on_after(self._close_timeout):
+                await self._flush_control()
+            await self._end_cleanly()
 
-    async def _handle(self, event: Event) -> None:
-        if isinstance(event, (str, bytes)):
-            await self._deliver(event)
-        elif isinstance(event, Ping):
+    async def _background_reader(self) -> None:
+        """Reads whenever no receive() call does and it is needed: pings get
+        their pongs, the close is seen, and the echoes of a sender that never
+        receives are drained (up to the queue's size while open)."""
+        while self._ending is None:
+            if self._reading or self._receiving:
+                await self._park_background("receivers")
+                continue
+            if self._state is ReadyState.OPEN:
+                if len(self._messages) >= self._queue_size:
+                    await self._park_background("room")  # backpressure
+                    continue
+                if not self._urgent:
+                    wake_at = self._receiver_left + RECEIVER_GRACE
+                    if trio.current_time() < wake_at:
+                        # A receive() is probably coming back: leave it the read.
+                        with trio.move_on_at(wake_at):
+                            await self._park_background("grace")
+                        continue
+            await self._read()
+
+    async def _park_background(self, reason: str) -> None:
+        self._background_waits = reason
+        try:
+            await self._background.park()
+        finally:
+            self._background_waits = ""
+
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, Ping):
             self._queue_control(partial(self._protocol.send_pong, event.payload))
         elif isinstance(event, Pong):
             self._pong.set()
@@ -548,14 +623,6 @@ class WebSocketConnection:
                 self._queue_control(partial(self._protocol.send_close, event.code, event.reason))
         elif isinstance(event, Failure):
             self._fail(event)
-
-    async def _deliver(self, message: str | bytes) -> None:
-        # Backpressure while open; once closing, in-flight messages are kept
-        # so none is lost (their amount is bounded by close_timeout).
-        while len(self._messages) >= self._queue_size and self._state is ReadyState.OPEN:
-            await self._reader_waiting_for_space.park()
-        self._messages.append(message)
-        self._receivers.unpark_all()
 
     def _fail(self, failure: Failure) -> None:
         """The server broke the protocol: send Close with the failure's code,
@@ -594,7 +661,7 @@ class WebSocketConnection:
         try:
             async with self._send_lock:
                 while self._pending_control:
-                    await self._stream.send_all(self._pending_control.popleft())
+                    await self._io.send_all(self._pending_control.popleft())
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             await self._lose(f"the connection broke while sending ({exc.__cause__ or exc})")
         finally:
@@ -631,7 +698,7 @@ class WebSocketConnection:
         self._state = ReadyState.CLOSED
         self._closed.set()
         self._receivers.unpark_all()
-        self._reader_waiting_for_space.unpark_all()
+        self._background.unpark_all()
 
     async def _keepalive(self, interval: float, pong_timeout: float) -> None:
         while True:
@@ -639,12 +706,13 @@ class WebSocketConnection:
             if self._state is not ReadyState.OPEN:
                 return
             self._pong = trio.Event()
-            try:
-                await self.ping(os.urandom(4))
-            except ConnectionClosed:
-                return
-            with trio.move_on_after(pong_timeout):
-                await self._pong.wait()
+            with self._reading_needed():
+                try:
+                    await self.ping(os.urandom(4))
+                except ConnectionClosed:
+                    return
+                with trio.move_on_after(pong_timeout):
+                    await self._pong.wait()
             if not self._pong.is_set() and self._state is ReadyState.OPEN:
                 why = f"no pong within {pong_timeout:g} s of a keepalive ping"
                 await self._lose(why, code=1011)
