@@ -589,19 +589,23 @@ class WebSocketConnection:
         while self._ending is None:
             if self._reading or self._receiving:
                 await self._park_background("receivers")
+                # A receive() just returned and is probably coming back:
+                # sleep through the grace period rather than wake per message.
+                if self._state is ReadyState.OPEN and not self._urgent:
+                    await self._grace()
                 continue
             if self._state is ReadyState.OPEN:
                 if len(self._messages) >= self._queue_size:
                     await self._park_background("room")  # backpressure
                     continue
-                if not self._urgent:
-                    wake_at = self._receiver_left + RECEIVER_GRACE
-                    if trio.current_time() < wake_at:
-                        # A receive() is probably coming back: leave it the read.
-                        with trio.move_on_at(wake_at):
-                            await self._park_background("grace")
-                        continue
+                if not self._urgent and trio.current_time() < self._receiver_left + RECEIVER_GRACE:
+                    await self._grace()
+                    continue
             await self._read()
+
+    async def _grace(self) -> None:
+        with trio.move_on_at(self._receiver_left + RECEIVER_GRACE):
+            await self._park_background("grace")
 
     async def _park_background(self, reason: str) -> None:
         self._background_waits = reason
