@@ -39,9 +39,10 @@ _TAIL = b"\x00\x00\xff\xff"
 class Deflate:
     """permessage-deflate settings for ``open_websocket(compression=...)``.
 
-    ``level`` is zlib's (1 fastest, 9 smallest): 3 compresses JSON about 3x
-    faster than zlib's default 6 for about 15 % more bytes. ``memory_level``
-    (1-9) sizes the compressor's hash table; 5 takes 16 KiB instead of 128.
+    ``level`` is zlib's (1 fastest, 9 smallest): 3 compresses 64 KiB of JSON
+    in 0.6 of the time of zlib's default 6, for 14 % more bytes.
+    ``memory_level`` (1-9) sizes the compressor's hash table and buffers; 5
+    takes 16 KiB where zlib's default 8 takes 128.
     ``max_window_bits`` (9-15) caps the compressor's window (the server can
     lower it further); decompression always uses the window the server
     declares. All three affect only what this side sends.

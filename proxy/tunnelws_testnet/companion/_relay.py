@@ -9,13 +9,14 @@ reader stops reading, and TCP flow control pushes back on the sender.
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import trio
+
+from tunnelws._streamio import StreamIO
 
 from ._streams import abort_stream, can_half_close
 from ._toxics import Slicer, TokenBucket, Toxics
@@ -134,53 +135,23 @@ class _Relay:
     async def _copy_sockets(
         self, src: trio.SocketStream, dst: trio.SocketStream, direction: Direction
     ) -> None:
-        """Both ends plain TCP: non-blocking reads and writes on the
-        descriptors, waiting only when the kernel has nothing to read or no
+        """Both ends plain TCP: the client library's descriptor-level I/O
+        (StreamIO), which waits only when the kernel has nothing to read or no
         room to write. trio's stream calls pass through the scheduler on every
         call; here a relayed chunk costs one wake-up instead of three, which is
         most of the latency a relay adds."""
-        src_fd, dst_fd = src.socket.fileno(), dst.socket.fileno()
-
-        async def write(data: bytes) -> None:
-            view = memoryview(data)
-            while view:
-                try:
-                    view = view[os.write(dst_fd, view) :]
-                except BlockingIOError:
-                    await trio.lowlevel.wait_writable(dst_fd)
-                except OSError as exc:
-                    raise trio.BrokenResourceError(str(exc)) from exc
-
-        reads = 0
-        drained = False
+        reader, writer = StreamIO(src), StreamIO(dst)
         while True:
-            if drained:
-                # A short read emptied the socket: wait for the kernel instead
-                # of spending a read that can only say EAGAIN.
-                try:
-                    await trio.lowlevel.wait_readable(src_fd)
-                except trio.ClosedResourceError:
-                    self.finish("error")
-                    return
             try:
-                data = os.read(src_fd, DIRECT_CHUNK_BYTES)
-            except BlockingIOError:
-                drained = True
-                continue
-            except OSError:
+                data = await reader.receive_some(DIRECT_CHUNK_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.finish("error")
                 await trio.lowlevel.checkpoint()
                 return
             if not data:
                 break
-            drained = len(data) < DIRECT_CHUNK_BYTES
             self.last_activity = trio.current_time()
-            await self._send_piece(dst, data, direction, None, write=write)
-            reads += 1
-            if reads % 16 == 0:
-                # A firehose never makes the kernel say "wait": stay
-                # cancellable and let other tunnels run.
-                await trio.lowlevel.checkpoint()
+            await self._send_piece(dst, bytes(data), direction, None, write=writer.send_all)
         await self._end_direction(dst)
 
     async def _write(
