@@ -49,6 +49,7 @@ test: system-deps lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/relay.py
+	$(BIN)/python benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) $(MITM_VENV) $(NODE_ADAPTER)/node_modules .pytest_cache .mypy_cache .ruff_cache

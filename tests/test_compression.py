@@ -1,7 +1,8 @@
 """permessage-deflate end to end: tunnelws against third-party servers
 (python-websockets, Node `ws`) and the origin test server, bytes on the wire
-counted by the tunnel, a compression bomb from a real server, and
-`tunnelws connect --no-compression`."""
+counted by the tunnel, a compression bomb from a real server,
+`tunnelws connect --no-compression`, and (with a pinging server) the
+background reader answering pings while nobody receives."""
 
 from __future__ import annotations
 
