@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# Node `ws` for tests that run it, from the adapter's lockfile.
+NODE_MODULES = Path(__file__).resolve().parent.parent / "proxy/adapters/node_ws/node_modules"
 
 
 def require_binary(name: str) -> str:
@@ -22,6 +25,19 @@ def require_binary(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def require_node_ws() -> str:
+    """Return the path of node, with the adapter's `ws` package installed
+    (`make test` runs npm ci in proxy/adapters/node_ws), or skip (fail
+    under CI=true). Scripts load `ws` from WS_MODULES_DIR=NODE_MODULES."""
+    node = require_binary("node")
+    if not (NODE_MODULES / "ws").is_dir():
+        message = "Node `ws` is not installed: run `make test` (npm ci in proxy/adapters/node_ws)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return node
 
 
 @pytest.fixture(scope="session")

@@ -21,11 +21,9 @@ from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFact
 from websockets.trio.server import ServerConnection, serve
 
 import tunnelws
-from conftest import IN_CI, require_binary
+from conftest import NODE_MODULES, require_node_ws
 from scripted_proxy import ScriptedProxy, Step
 
-ROOT = Path(__file__).resolve().parent.parent
-NODE_MODULES = ROOT / "proxy" / "adapters" / "node_ws" / "node_modules"
 NODE_SERVER = Path(__file__).resolve().parent / "node" / "deflate_server.mjs"
 # JSON-like and compressible: about 1 MiB that deflates to a few percent.
 DOCUMENT = json.dumps(
@@ -101,12 +99,7 @@ async def test_compression_none_offers_nothing(nursery) -> None:
 
 @asynccontextmanager
 async def node_server(*args: str) -> AsyncIterator[int]:
-    node = require_binary("node")
-    if not (NODE_MODULES / "ws").is_dir():
-        message = "Node `ws` is not installed: run `make test` (npm ci in proxy/adapters/node_ws)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    node = require_node_ws()
     process = await trio.lowlevel.open_process(
         [node, str(NODE_SERVER), *args],
         stdout=subprocess.PIPE,
