@@ -23,6 +23,7 @@ from ._event_stream import EventStream, open_event_stream
 from ._event_stream import ReadyState as EventSourceState
 from ._proxy_url import ProxyURL
 from ._route import AUTO, ProxyDecision, resolve_proxy
+from ._route_options import RouteOptions, route_options
 from ._sse import ServerSentEvent
 from ._target import Target, parse_target
 from ._transport import open_tunnel
@@ -50,6 +51,7 @@ __all__ = [
     "ProxyReplyError",
     "ProxyURL",
     "ReadyState",
+    "RouteOptions",
     "ServerSentEvent",
     "TLSError",
     "Target",
@@ -61,5 +63,6 @@ __all__ = [
     "open_websocket",
     "parse_target",
     "resolve_proxy",
+    "route_options",
     "run_check",
 ]
