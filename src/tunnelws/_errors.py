@@ -16,6 +16,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionLostError",
     "DirectConnectError",
+    "FallbackFailedError",
     "HandshakeError",
     "PhaseTimeoutError",
     "ProxyAuthError",
@@ -221,3 +222,23 @@ class ConnectionLostError(TunnelError, ConnectionClosed):
         TunnelError.__init__(self, message, phase="connected")
         self.code = code
         self.reason = reason
+
+
+class FallbackFailedError(TunnelError):
+    """The WebSocket could not pass, and the HTTP fallback failed too.
+
+    ``native`` is why the WebSocket failed, ``fallback`` why the fallback
+    did. The message names both; ``category``, ``exit_code`` and ``phase``
+    are the native error's (what blocks WebSocket here), so scripts and
+    harness verdicts mean the same with and without the fallback.
+    """
+
+    def __init__(self, native: TunnelError, fallback: TunnelError) -> None:
+        super().__init__(
+            f"{native.message}; the HTTP fallback failed too: {fallback.category}: {fallback}",
+            phase=native.phase,
+        )
+        self.native = native
+        self.fallback = fallback
+        self.category = native.category
+        self.exit_code = native.exit_code
