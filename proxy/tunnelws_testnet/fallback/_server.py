@@ -153,9 +153,9 @@ class FallbackConfig:
 class _HTTPError(Exception):
     """Answer the request with ``status`` and a JSON error body."""
 
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
+    def __init__(self, http_status: int, message: str, **extra: Any) -> None:
         super().__init__(message)
-        self.status = status
+        self.status = http_status
         self.body = {"error": message, **extra}
 
 

@@ -7,11 +7,14 @@ makes the write wait, never the server buffer, and is dropped in the end).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import NoReturn
 
 import h11
 import trio
@@ -19,10 +22,17 @@ import trio
 from ._config import OriginConfig
 
 RECEIVE_SIZE = 65536
+LINGER_SECONDS = 1.0
+LINGER_MAX_BYTES = 64 * 1024 * 1024
+logger = logging.getLogger("tunnelws_testnet.origin")
 
 
 class ClientGone(Exception):
     """The client closed, broke the connection, or was too slow; stop serving it."""
+
+
+class BodyTooLarge(ClientGone):
+    """A request body over its limit was answered with 413."""
 
 
 @dataclass(frozen=True)
@@ -126,8 +136,7 @@ class HTTPConnection:
         ClientGone). Bounded by ``request_timeout`` (408)."""
         declared = _content_length(self.request)
         if declared is not None and declared > limit:
-            await self.send_error(413, f"request body larger than {limit} bytes")
-            raise ClientGone("request body too large")
+            await self._refuse_body(limit)
         if self.h11.they_are_waiting_for_100_continue:
             await self.send(h11.InformationalResponse(status_code=100, headers=[]))
         body = bytearray()
@@ -137,14 +146,28 @@ class HTTPConnection:
                 if isinstance(event, h11.Data):
                     body += event.data
                     if len(body) > limit:
-                        await self.send_error(413, f"request body larger than {limit} bytes")
-                        raise ClientGone("request body too large")
+                        await self._refuse_body(limit)
                 elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
                     return bytes(body)
                 elif isinstance(event, h11.ConnectionClosed):
                     raise ClientGone("connection closed in the middle of a request body")
         await self.send_error(408, "request body not received in time")
         raise ClientGone("request body timeout")
+
+    async def _refuse_body(self, limit: int) -> NoReturn:
+        await self.send_error(413, f"request body larger than {limit} bytes")
+        raise BodyTooLarge("request body too large")
+
+    async def linger(self) -> None:
+        """Read (and drop) what the client is still sending for a moment:
+        closing with unread bytes would reset the connection and could
+        destroy the answer before the client reads it."""
+        with trio.move_on_after(LINGER_SECONDS):
+            if isinstance(self.stream, trio.SocketStream):
+                await self.stream.send_eof()
+            drained = 0
+            while drained < LINGER_MAX_BYTES and (data := await self.receive_raw()):
+                drained += len(data)
 
     async def discard_body(self) -> None:
         """Read and drop the body of a request whose endpoint uses none
@@ -266,3 +289,29 @@ def response(status: int, headers: Iterable[tuple[str, str]]) -> h11.Response:
         headers=[(name.encode("ascii"), value.encode("latin-1")) for name, value in headers],
         reason=HTTPStatus(status).phrase.encode("ascii"),
     )
+
+
+Route = Callable[["HTTPConnection", h11.Request], Awaitable[bool]]
+
+
+async def serve_http(stream: trio.abc.Stream, config: OriginConfig, route: Route) -> None:
+    """Serve one connection: ``route`` answers each request (reading or
+    discarding its body) and returns False when the connection must close."""
+    http = HTTPConnection(stream, config)
+    try:
+        while True:
+            request = await http.next_request()
+            if request is None:
+                return
+            keep_alive = await route(http, request)
+            if not keep_alive or not http.start_next_cycle():
+                return
+    except BodyTooLarge:
+        with contextlib.suppress(ClientGone, trio.BrokenResourceError):
+            await http.linger()
+    except ClientGone as exc:
+        logger.debug("connection ended: %s", exc)
+    except trio.BrokenResourceError as exc:  # e.g. a failed TLS handshake
+        logger.debug("connection broken: %r", exc)
+    finally:
+        await trio.aclose_forcefully(stream)

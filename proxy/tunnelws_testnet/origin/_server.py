@@ -23,7 +23,7 @@ from tunnelws_testnet.fallback import (
 from . import _sse, _websocket
 from ._config import OriginAddresses, OriginConfig, RequestInfo
 from ._fallback import echo_application, info_application
-from ._http import ClientGone, HTTPConnection, describe_peer
+from ._http import HTTPConnection, describe_peer, serve_http
 from ._info import describe_request
 from ._page import page_config, page_html
 
@@ -86,23 +86,12 @@ async def _serve_connection(
     addresses: OriginAddresses,
     fallback: FallbackServer,
 ) -> None:
-    http = HTTPConnection(stream, config)
-    try:
-        while True:
-            request = await http.next_request()
-            if request is None:
-                return
-            if config.on_request is not None:
-                config.on_request(_request_info(request, http.stream))
-            keep_alive = await _route(http, request, addresses, fallback)
-            if not keep_alive or not http.start_next_cycle():
-                return
-    except ClientGone as exc:
-        logger.debug("connection ended: %s", exc)
-    except trio.BrokenResourceError as exc:  # e.g. a failed TLS handshake
-        logger.debug("connection broken: %r", exc)
-    finally:
-        await trio.aclose_forcefully(stream)
+    async def route(http: HTTPConnection, request: h11.Request) -> bool:
+        if config.on_request is not None:
+            config.on_request(_request_info(request, http.stream))
+        return await _route(http, request, addresses, fallback)
+
+    await serve_http(stream, config, route)
 
 
 def _request_info(request: h11.Request, stream: trio.abc.Stream) -> RequestInfo:
