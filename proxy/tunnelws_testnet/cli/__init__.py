@@ -1,0 +1,1 @@
+"""Subcommands of ``tunnelws`` that belong to the test network."""
