@@ -456,6 +456,15 @@ class ProxyAuthenticator:
         """True while an NTLM/Negotiate handshake needs the current connection."""
         return self._handshake is not None
 
+    @property
+    def challenge_certain(self) -> bool:
+        """True when the last answer was NTLM's first message, which the
+        proxy always answers with a 407 carrying its challenge: a request
+        body need not go with it (curl sends none either), and a proxy that
+        would close the connection after a 407 with a body keeps it."""
+        handshake = self._handshake
+        return handshake is not None and handshake.scheme.lower() == "ntlm" and handshake.legs == 1
+
     def initial_authorization(self) -> str | None:
         """``Proxy-Authorization`` for the first CONNECT: preemptive Basic when
         credentials are known (proxies such as pproxy never send a challenge

@@ -69,7 +69,7 @@ from ._fallback_wire import (
     encode_upstream_within,
     fallback_path,
 )
-from ._http_client import HTTPClient, Response, StreamedResponse
+from ._http_client import ExchangeBroken, HTTPClient, Response, StreamedResponse
 from ._route_options import HeaderList, RouteOptions
 from ._sse import EventStreamParser, EventTooLargeError
 from ._target import Target
@@ -95,6 +95,8 @@ BACKPRESSURE_DELAY = 0.25
 #: be an abandoned request still open at the server, more are a gap.
 MAX_CONFLICTS = 3
 MAX_ANSWER_BYTES = 64 * 1024
+#: Opens tried when the answer is cut short on the way (a reset, not a refusal).
+OPEN_ATTEMPTS = 3
 _JSON = ("Content-Type", "application/json")
 # Statuses worth another try: the path (or the server) may recover.
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -126,17 +128,32 @@ async def open_fallback(
     path = fallback_path(target.resource, "open")
     request = OpenRequest(tuple(subprotocols), tuple(extra_headers))
     clock = PhaseClock(route.connect_timeout)
+    backoff = _Backoff()
+    attempts = 0
     try:
-        response = await client.request(
-            "POST",
-            path,
-            headers=[_JSON, ("Accept", "application/json"), ("Cache-Control", "no-store")],
-            body=encode_open_request(request),
-            phase="websocket",
-            within=route.connect_timeout,
-            clock=clock,
-            max_body=MAX_ANSWER_BYTES,
-        )
+        while True:
+            try:
+                response = await client.request(
+                    "POST",
+                    path,
+                    headers=[_JSON, ("Accept", "application/json"), ("Cache-Control", "no-store")],
+                    body=encode_open_request(request),
+                    phase="websocket",
+                    within=route.connect_timeout,
+                    clock=clock,
+                    max_body=MAX_ANSWER_BYTES,
+                )
+                break
+            except ExchangeBroken as exc:
+                # An answer cut short on the way: open again (a session the
+                # server did open expires unused), within the same budget.
+                attempts += 1
+                if attempts >= OPEN_ATTEMPTS:
+                    raise
+                if route.trace:
+                    route.trace(f"* HTTP fallback open failed ({exc}); again")
+                with clock.phase("websocket", "opening the HTTP fallback session"):
+                    await trio.sleep(backoff.next())
         answer = _read_open_answer(response, target, subprotocols, via=client.via)
     except BaseException:
         await client.aclose()
@@ -564,8 +581,8 @@ class FallbackSession:
                         if detection.deadline != math.inf:
                             detection.deadline = math.inf
                             self._settle("streaming", "the first streamed response arrives")
-                        self._seen_answer()
-                        self._feed(parser, chunk)
+                        if self._feed(parser, chunk):
+                            self._seen_answer()
             except _TRANSIENT_ERRORS as exc:
                 raise _Retry(str(exc)) from None
             except HandshakeError as exc:
@@ -589,7 +606,9 @@ class FallbackSession:
                 1002,
             )
 
-    def _feed(self, parser: EventStreamParser, chunk: bytes) -> None:
+    def _feed(self, parser: EventStreamParser, chunk: bytes) -> int:
+        """Take the events in ``chunk``; how many there were (complete
+        events, not bytes, are the server's sign of life)."""
         try:
             events = parser.feed(chunk)
         except EventTooLargeError:
@@ -607,6 +626,7 @@ class FallbackSession:
                 self._take_ack(event.seq)
                 continue
             self._take(event)
+        return len(events)
 
     def _take_ack(self, seq: int) -> None:
         try:

@@ -245,9 +245,11 @@ async def send_request(
     authorization = authenticator.initial_authorization() if authenticator else None
     resent = False
     while True:
+        # NTLM's first message gets a 407 whatever it carries: no body then.
+        leg_body = b"" if authenticator is not None and authenticator.challenge_certain else body
         try:
             await _write_request(
-                connection, method, target, headers, body, route, authorization, trace
+                connection, method, target, headers, leg_body, route, authorization, trace
             )
             head = await _response_head(connection, trace)
         except ExchangeBroken as exc:
@@ -569,18 +571,21 @@ class HTTPClient:
     async def _connect(self, clock: PhaseClock | None = None) -> HTTPConnection:
         clock = clock or PhaseClock(self.route.connect_timeout)
         if self._chosen is not None:
-            return await self._open(self._chosen[0], clock)
+            # The route is traced once; later connections only on error.
+            return await self._open(self._chosen[0], replace(self.route, trace=None), clock)
         connection, route = await open_along_route(
-            self.origin, self.route, clock, lambda route: self._open(route, clock)
+            self.origin, self.route, clock, lambda route: self._open(route, self.route, clock)
         )
         self._chosen = (route,)
         return connection
 
-    async def _open(self, route: ProxyURL | None, clock: PhaseClock) -> HTTPConnection:
+    async def _open(
+        self, route: ProxyURL | None, options: RouteOptions, clock: PhaseClock
+    ) -> HTTPConnection:
         origin = self.origin
         if route is not None and route.scheme in ("http", "https") and not origin.secure:
-            stream = await connect_proxy(route, self.route, clock)
+            stream = await connect_proxy(route, options, clock)
             return HTTPConnection(stream, proxy=route, label=f"the proxy {route.authority}")
-        stream = await open_via(route, origin, self.route, clock)
-        stream = await secure_origin(stream, origin, self.route, clock)
+        stream = await open_via(route, origin, options, clock)
+        stream = await secure_origin(stream, origin, options, clock)
         return HTTPConnection(stream, proxy=None, label=origin.authority)
