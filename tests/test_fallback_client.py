@@ -22,6 +22,7 @@ from peers import RunningProxy, run_squid
 from scripted_fallback import ScriptedFallback, event, http_reply, open_answer, sse_reply
 from scripted_proxy import ScriptedProxy, Step
 from tunnelws import (
+    CheckOptions,
     ConnectionClosed,
     ConnectionLostError,
     FallbackFailedError,
@@ -32,6 +33,7 @@ from tunnelws import (
     ReadyState,
     TLSError,
     open_websocket,
+    run_check,
 )
 from tunnelws._errors import DirectConnectError
 from tunnelws._fallback_policy import fallback_reason
@@ -526,3 +528,49 @@ async def test_unusable_open_answers_are_handshake_errors(nursery, case) -> None
         async with open_websocket(server.url, proxy=None, fallback="only"):
             pass
     assert text in str(info.value)
+
+
+# -- tunnelws check: does the fallback work here? ------------------------------------------
+
+
+async def test_check_tries_the_fallback_when_connect_is_refused(origin, squid_no_connect) -> None:
+    report = await run_check(origin.ws_url("/echo"), CheckOptions(proxy=squid_no_connect.url))
+    assert report.failure is not None and report.failure.name == "connect"
+    assert report.exit_code == 7  # the report is about the WebSocket path
+    step = report.step("fallback")
+    assert step is not None and step.status == "ok"
+    assert "streaming" in step.summary and "round trip median" in step.summary
+    assert report.failure.diagnosis is not None
+    assert report.failure.diagnosis.remedy.startswith(
+        "tunnelws works here through its HTTP fallback"
+    )
+    assert report.to_dict()["steps"][-1]["step"] == "fallback"
+
+
+async def test_check_reports_long_polling_behind_a_buffering_filter(nursery, origin) -> None:
+    proxy = await fault_proxy(nursery, origin=origin.http, buffer=True)
+    report = await run_check(f"ws://127.0.0.1:{proxy.port}/echo", CheckOptions(proxy=None))
+    assert report.failure is not None and report.failure.name == "upgrade"
+    step = report.step("fallback")
+    assert step is not None and step.status == "ok" and "long-polling" in step.summary
+
+
+async def test_check_says_when_the_fallback_fails_too(origin, squid_no_connect) -> None:
+    report = await run_check(
+        origin.ws_url("/no-such-path"), CheckOptions(proxy=squid_no_connect.url)
+    )
+    step = report.step("fallback")
+    assert step is not None and step.status == "fail"
+    assert step.diagnosis is not None and step.diagnosis.cause == "fallback-failed"
+    assert report.failure is not None and report.failure.name == "connect"
+    assert report.exit_code == 7
+    assert report.failure.diagnosis is not None
+    assert "fallback" not in report.failure.diagnosis.remedy
+
+
+async def test_check_skips_the_fallback_where_it_cannot_help(nursery, origin) -> None:
+    proxy = await start_proxy(nursery, auth=("u", "p"))
+    report = await run_check(origin.ws_url("/echo"), CheckOptions(proxy=proxy.url))
+    assert report.failure is not None and report.failure.diagnosis is not None
+    assert report.failure.diagnosis.category == "proxy-auth"
+    assert report.step("fallback") is None
