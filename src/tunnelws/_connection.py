@@ -11,11 +11,21 @@ and ``fallback_mode``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Literal, Protocol
+
+import trio
 
 from ._errors import ConnectionClosed, ConnectionLostError
 
-__all__ = ["FallbackMode", "ReadyState", "Transport", "TransportKind", "WebSocketConnection"]
+__all__ = [
+    "FallbackMode",
+    "ReadyState",
+    "Transport",
+    "TransportKind",
+    "WebSocketConnection",
+    "wait_while_talking",
+]
 
 TransportKind = Literal["websocket", "http-fallback"]
 FallbackMode = Literal["streaming", "long-polling"]
@@ -62,6 +72,23 @@ class Transport(Protocol):
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
 
     async def finish(self, *, failed: bool) -> None: ...
+
+
+async def wait_while_talking(
+    closed: trio.Event, last_heard: Callable[[], float], silence: float
+) -> bool:
+    """Wait for ``closed`` as long as the peer keeps talking: True once it
+    is set, False after ``silence`` seconds without a sign of the peer
+    (``last_heard()``: when it last sent something). How both transports
+    bound a close: by silence, not in total, so echoes still arriving over a
+    slow link are progress (and are delivered)."""
+    while not closed.is_set():
+        deadline = last_heard() + silence
+        if trio.current_time() >= deadline:
+            return False
+        with trio.move_on_at(deadline):
+            await closed.wait()
+    return True
 
 
 class WebSocketConnection:

@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from ._connection import FallbackMode, ReadyState
+from ._connection import FallbackMode, ReadyState, wait_while_talking
 from ._errors import (
     ConnectionClosed,
     ConnectionLostError,
@@ -377,17 +377,12 @@ class FallbackSession:
                 raise ValueError("a close reason must be at most 123 bytes of UTF-8")
             self._state = ReadyState.CLOSING
             self._our_close = self._push_close(code, reason)
-        # As for the native WebSocket, close_timeout bounds silence, not the
-        # whole close: answers still arriving are progress.
         self._last_answer = max(self._last_answer, trio.current_time())
-        while not self._closed.is_set():
-            deadline = self._last_answer + self._close_timeout
-            if trio.current_time() >= deadline:
-                silence = f"{self._close_timeout:g} s"
-                self._lose(f"no closing handshake and no answer from the server for {silence}")
-                return
-            with trio.move_on_at(deadline):
-                await self._closed.wait()
+        if not await wait_while_talking(
+            self._closed, lambda: self._last_answer, self._close_timeout
+        ):
+            silence = f"{self._close_timeout:g} s"
+            self._lose(f"no closing handshake and no answer from the server for {silence}")
 
     async def finish(self, *, failed: bool) -> None:
         """Leaving ``open_websocket``: close politely, or abort if it failed."""

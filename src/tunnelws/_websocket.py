@@ -38,7 +38,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from ._connection import FallbackMode, ReadyState, WebSocketConnection
+from ._connection import FallbackMode, ReadyState, WebSocketConnection, wait_while_talking
 from ._errors import (
     ConnectionClosed,
     ConnectionLostError,
@@ -479,17 +479,12 @@ class NativeTransport:
                 await self._send_event(CloseConnection(code=code, reason=reason or None))
             except ConnectionClosed:
                 return
-        # close_timeout bounds silence, not the whole close: echoes still
-        # arriving over a slow link are progress (and are delivered).
         self._last_received = max(self._last_received, trio.current_time())
-        while not self._closed.is_set():
-            deadline = self._last_received + self._close_timeout
-            if trio.current_time() >= deadline:
-                silence = f"{self._close_timeout:g} s"
-                await self._lose(f"no closing handshake and no data from the server for {silence}")
-                return
-            with trio.move_on_at(deadline):
-                await self._closed.wait()
+        if not await wait_while_talking(
+            self._closed, lambda: self._last_received, self._close_timeout
+        ):
+            silence = f"{self._close_timeout:g} s"
+            await self._lose(f"no closing handshake and no data from the server for {silence}")
 
     # -- internals -----------------------------------------------------------
 
