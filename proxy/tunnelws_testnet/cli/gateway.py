@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--expires", type=_positive, metavar="S", default=SessionLimits.expires,
         help=f"a fallback session with no request for S seconds ends "
              f"(default {SessionLimits.expires:g})")
+    add("--route", metavar="LABEL",
+        help="letters and digits starting every fallback session id (LABEL-...), for a load "
+             "balancer that routes on it (several gateways; see docs/gateway.md)")
     add("--connect-timeout", type=_positive, metavar="S", default=GatewayConfig.connect_timeout,
         help="seconds to reach the backend and finish its handshake (default 10)")
 
@@ -80,7 +83,7 @@ def build_config(args: argparse.Namespace) -> GatewayConfig:
         backend=args.backend,
         host=args.listen[0],
         port=args.listen[1],
-        fallback=FallbackConfig(limits=limits, max_sessions=args.max_sessions),
+        fallback=FallbackConfig(limits=limits, max_sessions=args.max_sessions, route=args.route),
         connect_timeout=args.connect_timeout,
     )
 

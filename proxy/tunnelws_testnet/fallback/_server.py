@@ -137,6 +137,8 @@ class FallbackConfig:
     ``max_sessions`` bounds them all (503 beyond); ``open_timeout`` bounds an
     application's start (a gateway's backend handshake); ``app_grace`` is how
     long an application may run on after its session was forgotten.
+    ``route`` (letters and digits) starts every session id, ``ROUTE-…``, so
+    that a load balancer can send a session's requests to this server.
     """
 
     limits: SessionLimits = field(default_factory=SessionLimits)
@@ -144,10 +146,20 @@ class FallbackConfig:
     max_sessions: int = 1000
     open_timeout: float = 10.0
     app_grace: float = 5.0
+    route: str | None = None
 
     def __post_init__(self) -> None:
         if self.buffer_bytes < 1 or self.max_sessions < 1:
             raise ValueError("buffer_bytes and max_sessions must be positive")
+        if self.route is not None and not (
+            0 < len(self.route) <= 20 and self.route.isascii() and self.route.isalnum()
+        ):
+            raise ValueError("route must be 1-20 ASCII letters and digits")
+
+    def new_session_id(self) -> str:
+        """An unguessable id (160 random bits), after the route label if any."""
+        random_part = secrets.token_hex(20)
+        return random_part if self.route is None else f"{self.route}-{random_part}"
 
 
 class _HTTPError(Exception):
@@ -230,7 +242,7 @@ class FallbackServer:
         if len(self.sessions) >= self.config.max_sessions:
             raise _HTTPError(503, "too many sessions")
         now = trio.current_time()
-        session_id = secrets.token_urlsafe(24)  # 192 random bits
+        session_id = self.config.new_session_id()
         state = SessionState(session_id, self.limits, self.config.buffer_bytes, now)
         session = Session(state, OpenRequest(path.resource, subprotocols, headers, request))
         try:
