@@ -100,7 +100,8 @@
       this.url = parsed.href;
       this._protocols = protocols === undefined ? [] :
         (typeof protocols === "string" ? [protocols] : Array.from(protocols));
-      this._options = Object.assign({ fallback: "auto", nativeTimeout: 3000 }, options || {});
+      this._options = Object.assign(
+        { fallback: "auto", nativeTimeout: 3000, openTimeout: 10000 }, options || {});
       this._state = STATES.CONNECTING;
       this._binaryType = "blob";
       this.protocol = "";
@@ -217,19 +218,7 @@
       this._abort = new AbortController();
       let answer;
       try {
-        const response = await fetch(base + "open" + query, {
-          method: "POST",
-          headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ version: VERSION, subprotocols: this._protocols, headers: [] }),
-          credentials: "include",
-          cache: "no-store",
-          signal: this._abort.signal,
-        });
-        if (response.status !== 201) throw new Error("open answered " + response.status);
-        answer = await response.json();
-        if (answer.version !== VERSION || typeof answer.session !== "string") {
-          throw new Error("not a tunnelws fallback server");
-        }
+        answer = await this._open(base + "open" + query);
       } catch (err) {
         this._fail("could not open a fallback session: " + err.message);
         return;
@@ -251,6 +240,43 @@
       this._fire(new Event("open"));
       this._downLoop();
       this._flush();
+    }
+
+    // A broken answer is retried (a session opened by a lost answer expires
+    // unused); a refusal is not.
+    async _open(url) {
+      const started = Date.now();
+      let backoff = 100;
+      for (;;) {
+        let response;
+        try {
+          response = await fetch(url, {
+            method: "POST",
+            headers: { "Content-Type": "application/json" },
+            body: JSON.stringify({ version: VERSION, subprotocols: this._protocols, headers: [] }),
+            credentials: "include",
+            cache: "no-store",
+            signal: this._abort.signal,
+          });
+          if (response.status === 201) {
+            const answer = await response.json();
+            if (answer.version !== VERSION || typeof answer.session !== "string") {
+              throw new TypeError("not a tunnelws fallback server");
+            }
+            return answer;
+          }
+        } catch (err) {
+          if (this._abort.signal.aborted || !(err instanceof TypeError) ||
+              err.message === "not a tunnelws fallback server" ||
+              Date.now() - started > this._options.openTimeout) {
+            throw err;
+          }
+          await sleep(backoff);
+          backoff = Math.min(backoff * 2, 2000);
+          continue;
+        }
+        throw new Error("open answered " + response.status);
+      }
     }
 
     _url(endpoint) {
