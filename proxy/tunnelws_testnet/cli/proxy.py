@@ -13,16 +13,18 @@ import signal
 import ssl
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from tunnelws_testnet.companion import PROFILES, ProxyConfig, ReplyQuirks, serve_proxy
+from . import EXIT_USAGE, requiring_extra
+
+if TYPE_CHECKING:
+    from ..companion import ProxyConfig
 
 __all__ = ["build_config", "register", "run"]
 
 EXIT_OK = 0
-EXIT_USAGE = 2
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -57,6 +59,8 @@ def _slice(text: str) -> tuple[int, int]:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ..companion import PROFILES, ReplyQuirks
+
     profiles = ", ".join(f"{p.name} ({p.description})" for p in PROFILES.values())
     parser = subparsers.add_parser(
         "proxy",
@@ -137,11 +141,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     tls.add_argument("--ca-dir", type=Path, metavar="D", help="where the interception CA goes")
     tls.add_argument("--onward-ca", type=Path, metavar="F", help="CA file for origins' TLS")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=requiring_extra("proxy", run))
 
 
 def build_config(args: argparse.Namespace) -> ProxyConfig:
     """The profile's config with every explicitly given option applied."""
+    from ..companion import PROFILES, ReplyQuirks
+
     config = PROFILES[args.profile].config
     changes: dict[str, Any] = {}
     if args.listen is not None:
@@ -206,6 +212,8 @@ def build_config(args: argparse.Namespace) -> ProxyConfig:
 
 
 async def _serve(config: ProxyConfig) -> None:
+    from ..companion import serve_proxy
+
     async with trio.open_nursery() as nursery:
         proxy = await nursery.start(serve_proxy, config)
         print(f"tunnelws proxy listening on {proxy.url}", flush=True)
