@@ -218,23 +218,17 @@ class ResilientClient:
 
 
 def test_command_line_options_for_these_behaviours() -> None:
-    import argparse
-    from dataclasses import replace as replace_config
+    from test_companion_cli import config_for
 
-    from tunnelws_testnet.cli.proxy_behaviours import add_arguments, config_changes
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(
-        ["--refuse-connect", "--connect-ports", "443,8443", "--buffer-responses", "4096",
-         "--request-time-limit", "2.5", "--max-request-body", "100", "--reset-responses", "0.01"]
+    config = config_for(
+        "--refuse-connect", "--connect-ports", "443,8443", "--buffer-responses", "4096",
+        "--request-time-limit", "2.5", "--max-request-body", "100", "--reset-responses", "0.01",
     )
-    config = replace_config(PROFILES["open"].config, **config_changes(args))
     assert config.refuse_connect and config.connect_ports == frozenset({443, 8443})
     assert (config.buffer_responses, config.request_time_limit) == (4096, 2.5)
     assert (config.max_request_body, config.reset_responses) == (100, 0.01)
-    assert config_changes(parser.parse_args([])) == {}
+    assert config_for("--profile", "forward-only") == PROFILES["forward-only"].config
     with pytest.raises(SystemExit):
-        parser.parse_args(["--reset-responses", "2"])
+        config_for("--reset-responses", "2")
     with pytest.raises(ValueError, match="positive"):
         ProxyConfig(buffer_responses=0)

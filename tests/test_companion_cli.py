@@ -15,7 +15,7 @@ import trio
 
 from companion_support import run_curl, start_origin
 from tunnelws.cli import build_parser
-from tunnelws.cli.proxy import build_config
+from tunnelws_testnet.cli.proxy import build_config
 from tunnelws_testnet.companion import PROFILES
 
 
