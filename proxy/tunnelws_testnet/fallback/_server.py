@@ -40,6 +40,7 @@ from tunnelws.fallback import (
     encode_end_event,
     encode_heartbeat,
     encode_message_event,
+    parse_fallback_path,
 )
 
 from ._session import FallbackSocket, OpenRequest, Session
@@ -101,6 +102,9 @@ class HTTPExchange(Protocol):
         *,
         content_type: str,
         head_only: bool = False,
+    ) -> None: ...
+    async def send_error(
+        self, status: int, message: str, headers: Iterable[tuple[str, str]] = ()
     ) -> None: ...
     async def read_body(self, limit: int) -> bytes: ...
     async def discard_body(self) -> None: ...
@@ -186,6 +190,25 @@ class FallbackServer:
         self.sessions: dict[str, Session] = {}
 
     # -- routing ---------------------------------------------------------------
+
+    async def route(
+        self,
+        http: HTTPExchange,
+        request: h11.Request,
+        app_for: Callable[[FallbackPath], Application | None],
+    ) -> bool | None:
+        """Answer ``request`` if it is a fallback request (None if it is not):
+        a server's router calls this first. ``app_for(path)`` gives the
+        application for a new session on ``path.resource`` (or None)."""
+        try:
+            path = parse_fallback_path(request.target.decode("ascii", errors="replace"))
+        except FallbackProtocolError as exc:
+            await http.discard_body()
+            await http.send_error(400, str(exc))
+            return False
+        if path is None:
+            return None
+        return await self.handle(http, request, path, app_for(path))
 
     async def handle(
         self,
