@@ -17,9 +17,18 @@ from tunnelws_testnet.origin import LocalCA
 __all__ = ["origin_ca"]  # fixture re-export
 
 
-def _proxy_flags(proxy: RunningProxy) -> list[str]:
-    # Chromium bypasses proxies for loopback unless told otherwise.
-    return [f"--proxy-server={proxy.url}", "--proxy-bypass-list=<-loopback>"]
+async def _page_through(
+    profile: str, origin_ca: LocalCA, tmp_path: Path
+) -> tuple[str, list[list[str]], RunningProxy]:
+    """The page's verdict and rows in Chromium through a companion profile."""
+    async with trio.open_nursery() as nursery:
+        proxy = await nursery.start(serve_proxy, PROFILES[profile].config)
+        # Chromium bypasses proxies for loopback unless told otherwise.
+        flags = [f"--proxy-server={proxy.url}", "--proxy-bypass-list=<-loopback>"]
+        async with running_origin(origin_ca) as origin:
+            verdict, rows = await _run_page_check(origin, tmp_path, profile, flags)
+        nursery.cancel_scope.cancel()
+    return verdict, rows, proxy
 
 
 def _rows(rows: list[list[str]], part: str) -> list[list[str]]:
@@ -29,13 +38,7 @@ def _rows(rows: list[list[str]], part: str) -> list[list[str]]:
 async def test_the_page_works_through_the_fallback_behind_a_forward_only_proxy(
     origin_ca: LocalCA, tmp_path: Path
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        proxy = await nursery.start(serve_proxy, PROFILES["forward-only"].config)
-        async with running_origin(origin_ca) as origin:
-            verdict, rows = await _run_page_check(
-                origin, tmp_path, "forward-only", _proxy_flags(proxy)
-            )
-        nursery.cancel_scope.cancel()
+    verdict, rows, proxy = await _page_through("forward-only", origin_ca, tmp_path)
     assert verdict == "works (through the HTTP fallback)", rows
     native = _rows(rows, "(ws://)")
     assert native and all("fail" in row[1] for row in native), native
@@ -54,13 +57,7 @@ async def test_the_page_works_through_the_fallback_behind_a_forward_only_proxy(
 async def test_behind_a_buffering_proxy_the_shim_long_polls(
     origin_ca: LocalCA, tmp_path: Path
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        proxy = await nursery.start(serve_proxy, PROFILES["buffering"].config)
-        async with running_origin(origin_ca) as origin:
-            verdict, rows = await _run_page_check(
-                origin, tmp_path, "buffering", _proxy_flags(proxy)
-            )
-        nursery.cancel_scope.cancel()
+    verdict, rows, proxy = await _page_through("buffering", origin_ca, tmp_path)
     assert verdict == "works (through the HTTP fallback)", rows
     fallback = _rows(rows, "(ws://, HTTP fallback)")
     assert all("pass" in row[1] for row in fallback), fallback
