@@ -20,7 +20,6 @@ from tunnelws.fallback import (
     FallbackMessage,
     Heartbeat,
     fallback_path,
-    parse_fallback_path,
 )
 from tunnelws.fallback import decode_down_event as _decode
 from tunnelws_testnet.fallback import Application, FallbackConfig, run_fallback_server
@@ -192,9 +191,9 @@ async def serving_app(
         engine = await nursery.start(run_fallback_server, config or FallbackConfig())
 
         async def route(http: HTTPConnection, request: h11.Request) -> bool:
-            path = parse_fallback_path(request.target.decode())
-            assert path is not None
-            return await engine.handle(http, request, path, app)
+            handled = await engine.route(http, request, lambda _: app)
+            assert handled is not None, "only fallback requests here"
+            return handled
 
         async def handler(stream: trio.SocketStream) -> None:
             await serve_http(stream, OriginConfig(), route)

@@ -7,12 +7,12 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import shutil
 import subprocess
 
 import pytest
 import trio
 
+from conftest import require_binary
 from fallback_support import (
     Client,
     decode_events,
@@ -313,9 +313,7 @@ async def test_the_shim_is_served() -> None:
 
 def test_curl_drives_a_session(tmp_path: object) -> None:
     """curl as the client (a real, independent HTTP stack)."""
-    curl = shutil.which("curl")
-    if curl is None:
-        pytest.skip("curl is not installed")
+    curl = require_binary("curl")
 
     async def main() -> None:
         async with running_origin() as origin:

@@ -141,8 +141,8 @@ async def test_backend_path_prefix_and_an_unreachable_backend() -> None:
 
 def test_the_command_line_serves_until_sigterm() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tunnelws_testnet.cli.gateway", "--listen", "127.0.0.1:0",
-         "--backend", "ws://127.0.0.1:9"],
+        [sys.executable, "-m", "tunnelws", "gateway", "--listen", "127.0.0.1:0",
+         "--backend", "ws://127.0.0.1:9", "--route", "gw1"],
         stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -154,7 +154,7 @@ def test_the_command_line_serves_until_sigterm() -> None:
     finally:
         process.kill()
     usage = subprocess.run(
-        [sys.executable, "-m", "tunnelws_testnet.cli.gateway", "--backend", "http://x"],
+        [sys.executable, "-m", "tunnelws", "gateway", "--backend", "http://x"],
         capture_output=True, text=True, timeout=30,
     )
     assert usage.returncode == 2 and "ws://" in usage.stderr

@@ -31,8 +31,14 @@ from pathlib import Path
 import trio
 
 from tunnelws import TunnelError, open_websocket
-from tunnelws._check import CheckOptions, CheckReport, StepResult, run_check
-from tunnelws._check._report import render_conclusion, render_step
+from tunnelws.check import (
+    CheckOptions,
+    CheckReport,
+    StepResult,
+    render_conclusion,
+    render_step,
+    run_check,
+)
 
 from .companion import PROFILES, RunningProxy, serve_proxy
 from .origin import LocalCA, OriginAddresses, OriginConfig, make_test_ca, serve_origin

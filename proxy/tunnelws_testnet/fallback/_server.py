@@ -40,6 +40,7 @@ from tunnelws.fallback import (
     encode_end_event,
     encode_heartbeat,
     encode_message_event,
+    parse_fallback_path,
 )
 
 from ._session import FallbackSocket, OpenRequest, Session
@@ -102,6 +103,9 @@ class HTTPExchange(Protocol):
         content_type: str,
         head_only: bool = False,
     ) -> None: ...
+    async def send_error(
+        self, status: int, message: str, headers: Iterable[tuple[str, str]] = ()
+    ) -> None: ...
     async def read_body(self, limit: int) -> bytes: ...
     async def discard_body(self) -> None: ...
     async def run_until_disconnect(self, producer: Callable[[], Awaitable[None]]) -> None: ...
@@ -137,6 +141,8 @@ class FallbackConfig:
     ``max_sessions`` bounds them all (503 beyond); ``open_timeout`` bounds an
     application's start (a gateway's backend handshake); ``app_grace`` is how
     long an application may run on after its session was forgotten.
+    ``route`` (letters and digits) starts every session id, ``ROUTE-…``, so
+    that a load balancer can send a session's requests to this server.
     """
 
     limits: SessionLimits = field(default_factory=SessionLimits)
@@ -144,10 +150,20 @@ class FallbackConfig:
     max_sessions: int = 1000
     open_timeout: float = 10.0
     app_grace: float = 5.0
+    route: str | None = None
 
     def __post_init__(self) -> None:
         if self.buffer_bytes < 1 or self.max_sessions < 1:
             raise ValueError("buffer_bytes and max_sessions must be positive")
+        if self.route is not None and not (
+            0 < len(self.route) <= 20 and self.route.isascii() and self.route.isalnum()
+        ):
+            raise ValueError("route must be 1-20 ASCII letters and digits")
+
+    def new_session_id(self) -> str:
+        """An unguessable id (160 random bits), after the route label if any."""
+        random_part = secrets.token_hex(20)
+        return random_part if self.route is None else f"{self.route}-{random_part}"
 
 
 class _HTTPError(Exception):
@@ -174,6 +190,25 @@ class FallbackServer:
         self.sessions: dict[str, Session] = {}
 
     # -- routing ---------------------------------------------------------------
+
+    async def route(
+        self,
+        http: HTTPExchange,
+        request: h11.Request,
+        app_for: Callable[[FallbackPath], Application | None],
+    ) -> bool | None:
+        """Answer ``request`` if it is a fallback request (None if it is not):
+        a server's router calls this first. ``app_for(path)`` gives the
+        application for a new session on ``path.resource`` (or None)."""
+        try:
+            path = parse_fallback_path(request.target.decode("ascii", errors="replace"))
+        except FallbackProtocolError as exc:
+            await http.discard_body()
+            await http.send_error(400, str(exc))
+            return False
+        if path is None:
+            return None
+        return await self.handle(http, request, path, app_for(path))
 
     async def handle(
         self,
@@ -230,7 +265,7 @@ class FallbackServer:
         if len(self.sessions) >= self.config.max_sessions:
             raise _HTTPError(503, "too many sessions")
         now = trio.current_time()
-        session_id = secrets.token_urlsafe(24)  # 192 random bits
+        session_id = self.config.new_session_id()
         state = SessionState(session_id, self.limits, self.config.buffer_bytes, now)
         session = Session(state, OpenRequest(path.resource, subprotocols, headers, request))
         try:

@@ -9,7 +9,6 @@ from functools import partial
 import h11
 import trio
 
-from tunnelws.fallback import FallbackProtocolError, parse_fallback_path
 from tunnelws_testnet.fallback import SHIM_PATH, FallbackServer, run_fallback_server, shim_js
 from tunnelws_testnet.origin import OriginConfig
 from tunnelws_testnet.origin._http import HTTPConnection, describe_peer, serve_http
@@ -58,14 +57,9 @@ async def _route(
 ) -> bool:
     target = request.target.decode("ascii", errors="replace")
     client = describe_peer(http.stream).client[0]
-    try:
-        path = parse_fallback_path(target)
-    except FallbackProtocolError as exc:
-        await http.discard_body()
-        await http.send_error(400, str(exc))
-        return False
-    if path is not None:
-        return await fallback.handle(http, request, path, backend_application(config, client))
+    handled = await fallback.route(http, request, lambda _: backend_application(config, client))
+    if handled is not None:
+        return handled
     if target.partition("?")[0] == SHIM_PATH and request.method in (b"GET", b"HEAD"):
         await http.discard_body()
         await http.send_body(200, [], shim_js(), content_type="text/javascript; charset=utf-8",

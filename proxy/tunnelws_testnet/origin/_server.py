@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
-from tunnelws.fallback import FallbackPath, FallbackProtocolError, parse_fallback_path
+from tunnelws.fallback import FallbackPath
 from tunnelws_testnet.fallback import (
     SHIM_PATH,
     Application,
@@ -123,15 +123,9 @@ async def _route(
     parts = urlsplit(target)
     path = parts.path
     logger.info("%s %s", request.method.decode("ascii", errors="replace"), target)
-    try:
-        fallback_path = parse_fallback_path(target)
-    except FallbackProtocolError as exc:
-        await http.discard_body()
-        await http.send_error(400, str(exc))
-        return False
-    if fallback_path is not None:
-        app = _fallback_application(http, request, fallback_path)
-        return await fallback.handle(http, request, fallback_path, app)
+    handled = await fallback.route(http, request, partial(_fallback_application, http, request))
+    if handled is not None:
+        return handled
     await http.discard_body()
     if path in WEBSOCKET_PATHS and (
         path == "/echo" or _websocket.is_upgrade_request(request)

@@ -13,28 +13,26 @@ import signal
 import ssl
 import sys
 from dataclasses import replace
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import trio
 
-from tunnelws_testnet.origin import (
-    LocalCA,
-    OriginAddresses,
-    OriginConfig,
-    make_test_ca,
-    serve_origin,
-)
+from . import EXIT_USAGE, requiring_extra
+
+if TYPE_CHECKING:
+    from ..origin import LocalCA, OriginAddresses, OriginConfig
 
 __all__ = ["register", "run"]
 
 EXIT_OK = 0
 EXIT_CANNOT_SERVE = 1
-EXIT_USAGE = 2
 DEFAULT_PORT = 8000
 WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ..origin import OriginConfig
+
     parser = subparsers.add_parser(
         "serve",
         help="run the origin test server (WebSocket echo, info, SSE, browser page)",
@@ -45,48 +43,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "its certificate written to a file whose path is printed."
         ),
     )
-    parser.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1; 0.0.0.0 or :: for every interface)",
-    )
-    parser.add_argument(
-        "--port",
-        type=_port,
-        default=DEFAULT_PORT,
-        help=f"plain HTTP/ws port (default {DEFAULT_PORT}; 0 picks a free one)",
-    )
-    parser.add_argument(
-        "--tls-port",
-        type=_port,
-        metavar="PORT",
-        help="also serve HTTPS/wss on this port (0 picks a free one)",
-    )
-    parser.add_argument(
-        "--cert", metavar="FILE", help="certificate chain (PEM) for --tls-port instead of a test CA"
-    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on "
+                        "(default 127.0.0.1; 0.0.0.0 or :: for every interface)")
+    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
+                        help=f"plain HTTP/ws port (default {DEFAULT_PORT}; 0 picks a free one)")
+    parser.add_argument("--tls-port", type=_port, metavar="PORT",
+                        help="also serve HTTPS/wss on this port (0 picks a free one)")
+    parser.add_argument("--cert", metavar="FILE",
+                        help="certificate chain (PEM) for --tls-port instead of a test CA")
     parser.add_argument("--key", metavar="FILE", help="private key (PEM) for --cert")
-    parser.add_argument(
-        "--ca-dir",
-        metavar="DIR",
-        help="where to write the generated test CA (default: a new temp dir)",
-    )
-    parser.add_argument(
-        "--cert-name",
-        metavar="NAME",
-        action="append",
-        default=[],
-        help="extra host name or IP for the generated certificate, e.g. a LAN "
-        "address to test from a phone (repeatable)",
-    )
-    parser.add_argument(
-        "--max-message-size",
-        type=int,
-        metavar="BYTES",
-        default=OriginConfig.max_message_size,
-        help="largest WebSocket message echoed (default 16 MiB; larger: 1009)",
-    )
-    parser.set_defaults(handler=run)
+    parser.add_argument("--ca-dir", metavar="DIR",
+                        help="where to write the generated test CA (default: a new temp dir)")
+    parser.add_argument("--cert-name", metavar="NAME", action="append", default=[],
+                        help="extra host name or IP for the generated certificate, e.g. a LAN "
+                             "address to test from a phone (repeatable)")
+    parser.add_argument("--max-message-size", type=int, metavar="BYTES",
+                        default=OriginConfig.max_message_size,
+                        help="largest WebSocket message echoed (default 16 MiB; larger: 1009)")
+    parser.set_defaults(handler=requiring_extra("serve", run))
 
 
 def _port(text: str) -> int:
@@ -105,11 +79,14 @@ def _fail(message: str, code: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..origin import OriginConfig, make_test_ca
+
     if (args.cert is None) != (args.key is None):
         return _fail("--cert and --key go together", EXIT_USAGE)
     if args.cert is not None and args.tls_port is None:
         return _fail("--cert/--key need --tls-port", EXIT_USAGE)
-    config = OriginConfig(host=args.host, port=args.port, max_message_size=args.max_message_size)
+    config = OriginConfig(host=args.host, port=args.port,
+                          max_message_size=args.max_message_size)
     ca: LocalCA | None = None
     if args.tls_port is not None:
         if args.cert is not None:
@@ -134,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
 async def _serve(config: OriginConfig, ca: LocalCA | None) -> str | None:
     """Serve until SIGINT/SIGTERM; return why the server could not start, if so."""
+    from ..origin import serve_origin
+
     # Signals become a normal return (no KeyboardInterrupt traceback, exit 0).
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -152,11 +131,13 @@ def print_banner(
     addresses: OriginAddresses, config: OriginConfig, ca: LocalCA | None, out: TextIO
 ) -> None:
     """The URLs being served, with wildcard hosts shown as their loopback address."""
+    from ..origin import OriginAddresses
+
     shown = OriginAddresses(
         http=(WILDCARD_HOSTS.get(addresses.http[0], addresses.http[0]), addresses.http[1]),
-        https=None
-        if addresses.https is None
-        else (WILDCARD_HOSTS.get(addresses.https[0], addresses.https[0]), addresses.https[1]),
+        https=None if addresses.https is None else (
+            WILDCARD_HOSTS.get(addresses.https[0], addresses.https[0]), addresses.https[1]
+        ),
     )
     lines = ["tunnelws origin test server"]
     if config.host in WILDCARD_HOSTS:
@@ -176,8 +157,7 @@ def print_banner(
         ]
     if ca is not None:
         lines.append(f"  test CA certificate: {ca.ca_pem_path}")
-        lines.append(
-            f"    (trust it for wss:// and https://; certificate names: {', '.join(ca.names)})"
-        )
+        lines.append(f"    (trust it for wss:// and https://; certificate names: "
+                     f"{', '.join(ca.names)})")
     lines.append("Press Ctrl-C to stop.")
     print("\n".join(lines), file=out, flush=True)
