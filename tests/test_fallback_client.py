@@ -315,6 +315,8 @@ async def test_both_failing_is_one_error_naming_both(origin, squid_no_connect) -
     )
     assert error.fallback.status == 404
     assert (error.category, error.exit_code) == ("proxy-refused", 7)
+    # Code that catches the native error keeps catching it, with its details.
+    assert isinstance(error, ProxyRefusedError) and error.status == 403
     assert "403" in str(error) and "no HTTP fallback" in str(error)
     assert trio.current_time() - started < 5  # explicit failures: no waiting
 
