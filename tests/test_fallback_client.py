@@ -2,13 +2,16 @@
 WebSocket, carried by ordinary requests when WebSocket cannot pass.
 
 Against the real origin server (``tunnelws_testnet.origin``, whose /echo
-offers the fallback), real squid, the companion proxy, and, for the
-byte-level misbehaviours, ``fault_proxy`` and ``scripted_fallback``.
+offers the fallback), real squid, the companion proxy (forward-only,
+stripping Upgrade, buffering, resetting responses, intercepting TLS), and, for
+the byte-level misbehaviours, ``fault_proxy`` (a transparent filter) and
+``scripted_fallback`` (a scripted server).
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -39,6 +42,7 @@ from tunnelws._errors import DirectConnectError
 from tunnelws._fallback_policy import fallback_reason
 from tunnelws._fallback_wire import SessionLimits
 from tunnelws._target import parse_target
+from tunnelws_testnet.companion import Toxics
 from tunnelws_testnet.fallback import FallbackConfig
 from tunnelws_testnet.origin import OriginAddresses, OriginConfig, serve_origin
 
@@ -77,11 +81,17 @@ async def running_origin(**options: object) -> AsyncIterator[OriginAddresses]:
         nursery.cancel_scope.cancel()
 
 
-async def fault_proxy(nursery: trio.Nursery, **options: object) -> FaultProxy:
-    proxy: FaultProxy = await nursery.start(
-        lambda task_status: serve_fault_proxy(**options, task_status=task_status)
-    )  # type: ignore[arg-type]
-    return proxy
+async def transparent_filter(
+    nursery: trio.Nursery, origin: OriginAddresses, **options: bool
+) -> FaultProxy:
+    return await nursery.start(
+        lambda task_status: serve_fault_proxy(origin.http, **options, task_status=task_status)
+    )
+
+
+async def forward_only(nursery: trio.Nursery, **options: object):  # type: ignore[no-untyped-def]
+    """The companion as a forward-only proxy: CONNECT refused, Upgrade stripped."""
+    return await start_proxy(nursery, refuse_connect=True, strip_upgrade=True, **options)
 
 
 async def echo_all(ws: object, messages: list[str | bytes]) -> list[str | bytes]:
@@ -227,8 +237,7 @@ async def test_absolute_form_keeps_the_ntlm_connection_across_its_407s(nursery, 
 
 async def test_stripped_upgrade_falls_back(nursery, origin) -> None:
     # A transparent filter in front of the origin drops Upgrade.
-    proxy = await fault_proxy(nursery, origin=origin.http, buffer=False)
-    url = f"ws://127.0.0.1:{proxy.port}/echo"
+    url = (await transparent_filter(nursery, origin)).ws_url()
     async with open_websocket(url, proxy=None) as ws:
         assert ws.transport == "http-fallback"
         assert ws.fallback_reason is not None and "instead of 101" in ws.fallback_reason
@@ -236,8 +245,7 @@ async def test_stripped_upgrade_falls_back(nursery, origin) -> None:
 
 
 async def test_a_101_followed_by_nothing_falls_back(nursery, origin) -> None:
-    proxy = await fault_proxy(nursery, origin=origin.http, buffer=False, pass_101=True)
-    url = f"ws://127.0.0.1:{proxy.port}/echo"
+    url = (await transparent_filter(nursery, origin, pass_101=True)).ws_url()
     started = trio.current_time()
     async with open_websocket(url, proxy=None) as ws:
         assert ws.fallback_reason is not None and "followed by nothing" in ws.fallback_reason
@@ -324,34 +332,42 @@ async def test_both_failing_is_one_error_naming_both(origin, squid_no_connect) -
 # -- the command line --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("fallback", "code", "printed"), [("auto", 0, b"a\nb\nc\n"), ("never", 7, b"")]
-)
-async def test_connect_through_a_proxy_refusing_connect(
-    origin, squid_no_connect, fallback, code, printed
-) -> None:
-    result = await trio.run_process(
-        [
-            sys.executable,
-            "-m",
-            "tunnelws",
-            "connect",
-            origin.ws_url("/echo"),
-            "--proxy",
-            squid_no_connect.url,
-            "--fallback",
-            fallback,
-            "-v",
-        ],
+async def run_connect(url: str, proxy: str, fallback: str) -> trio.Process:
+    command = [sys.executable, "-m", "tunnelws", "connect", url, "--proxy", proxy]
+    return await trio.run_process(
+        [*command, "--fallback", fallback, "-v"],
         stdin=b"a\nb\nc\n",
         capture_stdout=True,
         capture_stderr=True,
         check=False,
     )
+
+
+@pytest.mark.parametrize(
+    ("fallback", "code", "printed"), [("auto", 0, b"a\nb\nc\n"), ("never", 7, b"")]
+)
+async def test_connect_through_squid_refusing_connect(
+    origin, squid_no_connect, fallback, code, printed
+) -> None:
+    result = await run_connect(origin.ws_url("/echo"), squid_no_connect.url, fallback)
     assert (result.returncode, result.stdout) == (code, printed), result.stderr[-2000:]
     if fallback == "auto":
         assert b"through the HTTP fallback (the proxy refused CONNECT (403" in result.stderr
         assert b"downstream: streaming" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("fallback", "code", "printed"), [("auto", 0, b"a\nb\nc\n"), ("never", 7, b"")]
+)
+async def test_connect_through_a_forward_only_proxy_stripping_upgrade(
+    nursery, origin, fallback, code, printed
+) -> None:
+    proxy = await forward_only(nursery)
+    result = await run_connect(origin.ws_url("/echo"), proxy.url, fallback)
+    assert (result.returncode, result.stdout) == (code, printed), result.stderr[-2000:]
+    assert proxy.stats.statuses[405] == 1  # the one CONNECT, refused
+    if fallback == "never":
+        assert b"proxy-refused" in result.stderr and proxy.stats.absolute_form == 0
 
 
 # -- long-polling, resets, bounded buffers -----------------------------------------------
@@ -360,9 +376,12 @@ async def test_connect_through_a_proxy_refusing_connect(
 async def test_buffering_proxy_with_resets_loses_duplicates_and_reorders_nothing(
     nursery, origin
 ) -> None:
-    """10,000 numbered messages each way through a proxy that buffers every
-    response and resets 1 % of them in the middle of the body."""
-    proxy = await fault_proxy(nursery, reset_chance=0.01, seed=11)
+    """10,000 numbered messages each way through a forward-only proxy that
+    buffers responses (up to 1 MiB or their end) and resets 1 % of them in
+    the middle of the body."""
+    proxy = await forward_only(
+        nursery, buffer_responses=1 << 20, reset_responses=0.01, toxics=Toxics(seed=11)
+    )
     count = 10_000
     received: list[int] = []
     with trio.fail_after(120):
@@ -379,7 +398,46 @@ async def test_buffering_proxy_with_resets_loses_duplicates_and_reorders_nothing
                     received.append(int(await ws.receive()))
             assert ws.fallback_mode == "long-polling"
     assert received == list(range(count))
-    assert proxy.resets >= 1 and proxy.responses > 500 and proxy.connects_refused == 1
+    stats = proxy.stats
+    assert stats.responses_reset >= 1 and stats.forwards > 500 and stats.statuses[405] == 1
+
+
+async def test_request_time_limits_and_body_caps_are_lived_with(nursery, origin) -> None:
+    # Every request cut after 1 s (the streamed downstream too), bodies above
+    # 4 KiB refused with 413 (the batches get smaller).
+    proxy = await forward_only(nursery, request_time_limit=1.0, max_request_body=4096)
+    messages = [f"{number:04d}" + "x" * 500 for number in range(40)]
+    with trio.fail_after(20):
+        async with open_websocket(origin.ws_url("/echo"), proxy=proxy.url) as ws:
+            for message in messages:
+                await ws.send(message)
+            assert [await ws.receive() for _ in messages] == messages
+            await trio.sleep(2.5)  # past two cuts of the streamed response
+            assert await echo_all(ws, ["still there"]) == ["still there"]
+            with pytest.raises(ConnectionLostError) as info:
+                await ws.send("y" * 5000)  # cannot fit in any request the path takes
+                await ws.receive()
+    assert "413" in info.value.reason
+    assert proxy.stats.statuses[413] >= 1
+
+
+async def test_tls_interception_dropping_the_upgrade_falls_back_inside_tls(
+    nursery, origin, test_ca, tmp_path
+) -> None:
+    proxy = await start_proxy(
+        nursery,
+        intercept=True,
+        strip_upgrade=True,
+        ca_dir=tmp_path,
+        onward_ssl_context=test_ca.client_context(),
+    )
+    assert proxy.ca_path is not None
+    trusting = ssl.create_default_context(cafile=str(proxy.ca_path))
+    async with open_websocket(origin.wss_url("/echo"), proxy=proxy.url, ssl_context=trusting) as ws:
+        assert ws.transport == "http-fallback"
+        assert ws.fallback_reason is not None and "instead of 101" in ws.fallback_reason
+        assert await echo_all(ws, ["inspected"]) == ["inspected"]
+    assert proxy.stats.intercepted >= 2
 
 
 async def test_send_blocks_on_a_full_window_and_memory_stays_bounded() -> None:
@@ -550,8 +608,8 @@ async def test_check_tries_the_fallback_when_connect_is_refused(origin, squid_no
 
 
 async def test_check_reports_long_polling_behind_a_buffering_filter(nursery, origin) -> None:
-    proxy = await fault_proxy(nursery, origin=origin.http, buffer=True)
-    report = await run_check(f"ws://127.0.0.1:{proxy.port}/echo", CheckOptions(proxy=None))
+    url = (await transparent_filter(nursery, origin, buffer=True)).ws_url()
+    report = await run_check(url, CheckOptions(proxy=None))
     assert report.failure is not None and report.failure.name == "upgrade"
     step = report.step("fallback")
     assert step is not None and step.status == "ok" and "long-polling" in step.summary
