@@ -237,8 +237,11 @@ def encode_upstream(ack: int, messages: Iterable[FallbackMessage]) -> bytes:
 
 
 def encode_message_json(message: FallbackMessage) -> bytes:
-    """One message as it appears in an upstream body's ``messages`` list."""
-    return json.dumps(message.to_json(), separators=(",", ":")).encode()
+    """One message as it appears in an upstream body's ``messages`` list,
+    text as UTF-8 (not ``\\u`` escapes: a batch holds six times less
+    non-ASCII text that way). Text that is not Unicode (lone surrogates)
+    raises :class:`UnicodeEncodeError`, as for a WebSocket."""
+    return json.dumps(message.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def encode_upstream_within(ack: int, encoded: Iterable[bytes], max_bytes: int) -> tuple[bytes, int]:
@@ -246,7 +249,7 @@ def encode_upstream_within(ack: int, encoded: Iterable[bytes], max_bytes: int) -
     encoded with :func:`encode_message_json`, in order: the body and how many
     messages it holds (as many as fit, but at least one, so that a sender
     always makes progress; the sender keeps single messages below the limit).
-    The same bytes as :func:`encode_upstream` for the same messages."""
+    Decodes as :func:`encode_upstream`'s body for the same messages does."""
     head = b'{"ack":%d,"messages":[' % ack
     parts: list[bytes] = []
     size = len(head) + 2
