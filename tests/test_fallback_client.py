@@ -634,3 +634,28 @@ async def test_check_skips_the_fallback_where_it_cannot_help(nursery, origin) ->
     assert report.failure is not None and report.failure.diagnosis is not None
     assert report.failure.diagnosis.category == "proxy-auth"
     assert report.step("fallback") is None
+
+
+async def test_extra_headers_go_with_the_session_and_every_request(nursery) -> None:
+    server = await scripted(nursery, sse_reply(event(1, "close", "", 1000)))
+    async with open_websocket(
+        server.url,
+        proxy=None,
+        fallback="only",
+        extra_headers=[("X-Client", "42"), ("Content-Length", "9"), ("Cookie", "a=1")],
+    ) as ws:
+        with trio.fail_after(5):
+            assert [message async for message in ws] == []
+    down = server.down_headers[0]
+    assert (down["x-client"], down["cookie"]) == ("42", "a=1")
+    assert "9" not in down.get("content-length", "")  # the protocol's own headers stay its own
+
+
+async def test_info_over_the_fallback_reports_the_handshake_headers(origin) -> None:
+    async with open_websocket(
+        origin.ws_url("/info"), proxy=None, fallback="only", extra_headers=[("X-Client", "42")]
+    ) as ws:
+        info = json.loads(await ws.receive())
+    assert info["transport"] == "fallback"
+    assert ["X-Client", "42"] in info["fallback"]["headers_in_body"]
+    assert sum(1 for name, value in info["headers"] if (name, value) == ("X-Client", "42")) >= 1

@@ -100,6 +100,26 @@ OPEN_ATTEMPTS = 3
 _JSON = ("Content-Type", "application/json")
 # Statuses worth another try: the path (or the server) may recover.
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# Headers of the protocol's own requests (or of the hop), which the
+# application's extra headers may not replace.
+_OWN_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+        "te",
+        "trailer",
+        "keep-alive",
+        "accept",
+        "cache-control",
+        "last-event-id",
+        "proxy-authorization",
+        "proxy-connection",
+    }
+)
 _TRANSIENT_ERRORS = (
     ConnectionLostError,  # ExchangeBroken: reset, closed, cut short
     PhaseTimeoutError,
@@ -127,6 +147,14 @@ async def open_fallback(
     client = HTTPClient(origin, route)
     path = fallback_path(target.resource, "open")
     request = OpenRequest(tuple(subprotocols), tuple(extra_headers))
+    # The body carries them for the session (as the upgrade would have); on
+    # every request too, for whatever checks requests on the way (cookies,
+    # an authenticating reverse proxy) and for the server's Origin and Cookie.
+    own = [
+        (name, value)
+        for name, value in extra_headers
+        if name.lower() not in _OWN_HEADERS and not name.lower().startswith("sec-websocket-")
+    ]
     clock = PhaseClock(route.connect_timeout)
     backoff = _Backoff()
     attempts = 0
@@ -136,7 +164,12 @@ async def open_fallback(
                 response = await client.request(
                     "POST",
                     path,
-                    headers=[_JSON, ("Accept", "application/json"), ("Cache-Control", "no-store")],
+                    headers=[
+                        _JSON,
+                        ("Accept", "application/json"),
+                        ("Cache-Control", "no-store"),
+                        *own,
+                    ],
                     body=encode_open_request(request),
                     phase="websocket",
                     within=route.connect_timeout,
@@ -162,6 +195,7 @@ async def open_fallback(
         client,
         target,
         answer,
+        headers=own,
         close_timeout=close_timeout,
         max_message_size=max_message_size,
         trace=route.trace,
@@ -263,6 +297,7 @@ class FallbackSession:
         target: Target,
         answer: OpenAnswer,
         *,
+        headers: HeaderList = (),
         close_timeout: float,
         max_message_size: int,
         trace: Trace | None,
@@ -279,6 +314,7 @@ class FallbackSession:
         #: the session switched to long-polling).
         self.mode_settled = trio.Event()
         self._client = client
+        self._headers = list(headers)  # the application's, on every request
         self._trace = trace
         self._close_timeout = close_timeout
         self._max_message_size = max_message_size
@@ -494,7 +530,7 @@ class FallbackSession:
             response = await self._client.request(
                 "POST",
                 self._up_path,
-                headers=[_JSON],
+                headers=[_JSON, *self._headers],
                 body=body,
                 phase="connected",
                 within=self._request_timeout,
@@ -551,7 +587,7 @@ class FallbackSession:
         poll = self.mode == "long-polling"
         detect = not poll and not self.mode_settled.is_set()
         resource = self._down_path + ("?mode=poll" if poll else "")
-        headers = [("Accept", "text/event-stream"), ("Cache-Control", "no-cache")]
+        headers = [("Accept", "text/event-stream"), ("Cache-Control", "no-cache"), *self._headers]
         ack = self._ack
         if ack:
             headers.append(("Last-Event-ID", str(ack)))
