@@ -400,7 +400,9 @@ class ProxyAuthenticator:
     that CONNECT must go on the same connection. :meth:`respond` raises
     :class:`~tunnelws.ProxyAuthError` instead of ever allowing a loop.
 
-    ``authority`` is the CONNECT target (``host:port``), the Digest ``uri``;
+    ``authority`` is the CONNECT target (``host:port``), the Digest ``uri``
+    (for a request forwarded in absolute form: its request target, with
+    ``method`` its method);
     ``proxy_host`` names the proxy for NTLM/Negotiate (the ``HTTP@host``
     service). ``preemptive_basic=False`` waits for a challenge before sending
     Basic credentials (useful to keep a password off a Digest-only proxy's
@@ -414,6 +416,7 @@ class ProxyAuthenticator:
         credentials: Credentials | None,
         *,
         authority: str,
+        method: str = "CONNECT",
         proxy_host: str = "",
         cnonce_factory: Callable[[], str] = _secret_cnonce,
         preemptive_basic: bool = True,
@@ -423,6 +426,7 @@ class ProxyAuthenticator:
     ) -> None:
         self._credentials = credentials
         self._authority = authority
+        self._method = method
         self._proxy_host = proxy_host
         self._cnonce_factory = cnonce_factory
         self._schemes = _normalise_schemes(schemes)
@@ -680,7 +684,7 @@ class ProxyAuthenticator:
             username=credentials.username,
             password=credentials.password,
             realm=realm,
-            method="CONNECT",
+            method=self._method,
             uri=self._authority,
             nonce=nonce,
             cnonce=cnonce,
