@@ -71,6 +71,12 @@ _CONNECTION_BOUND = ("NTLM", "Negotiate")
 Headers = list[tuple[bytes, bytes]]
 
 
+class ClosedBeforeAnswer(ConnectionLostError):
+    """The server closed (or reset) the connection before any byte of its
+    answer: on a kept-alive connection, the usual end of its life, after
+    which a request is sent again on a new one (as browsers and curl do)."""
+
+
 class BadRequest(Exception):
     """The client's request cannot be forwarded; ``status`` says how to answer."""
 
@@ -130,22 +136,29 @@ async def receive(
 ) -> object:
     """The next h11 event, reading from ``stream`` as needed; a read that
     waits ``within`` seconds raises :class:`PhaseTimeoutError`, a broken
-    stream :class:`ConnectionLostError`."""
+    stream :class:`ConnectionLostError` (:class:`ClosedBeforeAnswer` when a
+    server awaited for its answer ends the connection without a byte)."""
+    received = False
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
             return event
+        awaiting_answer = conn.our_role is h11.CLIENT and conn.their_state is h11.SEND_RESPONSE
         with trio.move_on_after(within) as scope:
             try:
                 data = bytes(await stream.receive_some(CHUNK_BYTES))
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise ConnectionLostError(
-                    f"the connection to {peer} broke: {exc.__cause__ or exc}"
-                ) from exc
+                error = (
+                    ClosedBeforeAnswer if awaiting_answer and not received else ConnectionLostError
+                )
+                raise error(f"the connection to {peer} broke: {exc.__cause__ or exc}") from exc
         if scope.cancelled_caught:
             raise PhaseTimeoutError(
                 f"no data from {peer} for {within:g} s", phase="connected", timeout=within
             )
+        if not data and awaiting_answer and not received:
+            raise ClosedBeforeAnswer(f"{peer} closed the connection without answering")
+        received = True
         conn.receive_data(data)
 
 
@@ -173,8 +186,10 @@ class _Upstream:
     stream: trio.abc.Stream
     conn: h11.Connection
     proxy: ProxyURL | None  # an HTTP(S) proxy: absolute form, Proxy-Authorization
+    route: ProxyURL | None  # how it was reached (None: DIRECT)
     label: str
     authenticated: bool = False  # by NTLM/Negotiate, which bind the connection
+    reused: bool = False  # has carried an exchange before this one
 
 
 class _Body:
@@ -275,9 +290,18 @@ class Forwarder:
         authenticator = self._authenticator(upstream, target, method)
         authorization = authenticator.initial_authorization() if authenticator else None
         while True:
-            await self._send_head(upstream, request, target, headers, upgrade, authorization)
-            await body.send_to(upstream)
-            response = await self._response_head(upstream)
+            try:
+                await self._send_head(upstream, request, target, headers, upgrade, authorization)
+                await body.send_to(upstream)
+                response = await self._response_head(upstream)
+            except ClosedBeforeAnswer:
+                if not (upstream.reused and body.replayable):
+                    raise
+                self._note(f"* {upstream.label} closed the kept connection; sending again")
+                upstream = await self._connect(upstream.route, target, clock)
+                authenticator = self._authenticator(upstream, target, method)
+                authorization = authenticator.initial_authorization() if authenticator else None
+                continue
             if response.status_code != 407 or authenticator is None:
                 break
             await self._drain(upstream)
@@ -333,6 +357,7 @@ class Forwarder:
                 and current.conn.their_state is h11.IDLE
             ):
                 self._note(f"* Re-using the connection to {current.label}")
+                current.reused = True
                 return current
             try:
                 return await self._connect(route, target, clock)
@@ -357,7 +382,7 @@ class Forwarder:
             proxy = None
         self.route_label = _label(route, target)
         self.upstream = _Upstream(
-            _key(route, target), stream, h11.Connection(h11.CLIENT), proxy, self.route_label
+            _key(route, target), stream, h11.Connection(h11.CLIENT), proxy, route, self.route_label
         )
         return self.upstream
 

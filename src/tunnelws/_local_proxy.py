@@ -143,7 +143,12 @@ async def serve_local_proxy(
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()
     server = LocalProxy((bound[0], bound[1]), options)
-    _refuse_self_loop(server)
+    try:
+        _refuse_self_loop(server)
+    except BaseException:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+        raise
     handler = _Handler(server)
     try:
         async with trio.open_nursery() as connections:
