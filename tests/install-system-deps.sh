@@ -3,7 +3,7 @@
 # running as root with apt-get available; otherwise the tests that need them
 # skip with a reason (and fail under CI=true).
 set -eu
-packages="squid tinyproxy curl openssl nftables iproute2 chromium microsocks libnss3-tools"
+packages="squid tinyproxy curl openssl nftables iproute2 chromium microsocks libnss3-tools openssh-server openssh-client procps"
 missing=""
 for pkg in $packages; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

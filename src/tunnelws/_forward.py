@@ -155,9 +155,9 @@ async def serve_forward(
         try:
             remote = await open_destination(host, port, options)
         except Exception as exc:  # every failure is this connection's, never the listener's
-            await trio.aclose_forcefully(client)
             if on_error is not None:
                 on_error(f"connection {number} from {peer} to {where}", exc)
+            await trio.aclose_forcefully(client)
             return
         await join(client, remote, idle_timeout=idle_timeout)
 
