@@ -304,3 +304,34 @@ async def test_an_upstream_that_is_the_local_proxy_itself_is_refused() -> None:
     options = LocalProxyOptions(listen=("127.0.0.1", port), route=RouteOptions(env=env))
     with pytest.raises(ProxyConfigError, match="this local proxy itself"):
         await serve_local_proxy(options)
+
+
+@pytest.mark.parametrize("upstream_kind", ["direct", "proxy"])
+async def test_websocket_upgrade_in_absolute_form(
+    nursery: trio.Nursery, upstream_kind: str
+) -> None:
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Request, TextMessage
+
+    origin = await start_origin(nursery)
+    route = RouteOptions(proxy=None)
+    if upstream_kind == "proxy":
+        route = RouteOptions(proxy=(await start_proxy(nursery)).url)
+    local = await start_local_proxy(nursery, route)
+    ws = WSConnection(ConnectionType.CLIENT)
+    handshake = ws.send(Request(host=f"127.0.0.1:{origin.port}", target="/echo"))
+    absolute = f"GET http://127.0.0.1:{origin.port}/echo ".encode()
+    stream = await trio.open_tcp_stream(*local.address)
+    await stream.send_all(handshake.replace(b"GET /echo ", absolute, 1))
+    events: list[object] = []
+    with trio.fail_after(10):
+        while not any(isinstance(e, AcceptConnection) for e in events):
+            ws.receive_data(await stream.receive_some())
+            events += list(ws.events())
+        await stream.send_all(ws.send(TextMessage(data="upgraded through local-proxy")))
+        while not any(isinstance(e, TextMessage) for e in events):
+            ws.receive_data(await stream.receive_some())
+            events += list(ws.events())
+    (message,) = [e for e in events if isinstance(e, TextMessage)]
+    assert message.data == "upgraded through local-proxy"
+    await stream.aclose()

@@ -21,6 +21,8 @@ from ._errors import (
 )
 from ._event_stream import EventStream, open_event_stream
 from ._event_stream import ReadyState as EventSourceState
+from ._forward import Forwarding, serve_forward, tunnel_stdio
+from ._local_proxy import LocalProxy, LocalProxyOptions, serve_local_proxy
 from ._proxy_url import ProxyURL
 from ._route import AUTO, ProxyDecision, resolve_proxy
 from ._sse import ServerSentEvent
@@ -39,7 +41,10 @@ __all__ = [
     "DirectConnectError",
     "EventSourceState",
     "EventStream",
+    "Forwarding",
     "HandshakeError",
+    "LocalProxy",
+    "LocalProxyOptions",
     "PhaseTimeoutError",
     "ProxyAuthError",
     "ProxyConfigError",
@@ -62,4 +67,7 @@ __all__ = [
     "parse_target",
     "resolve_proxy",
     "run_check",
+    "serve_forward",
+    "serve_local_proxy",
+    "tunnel_stdio",
 ]
