@@ -10,8 +10,8 @@ from typing import Any
 
 import trio
 
+from tunnelws import RouteOptions
 from tunnelws._local_proxy import LocalProxy, LocalProxyOptions, serve_local_proxy
-from tunnelws._transport import RouteOptions
 
 __all__ = [
     "dead_port",

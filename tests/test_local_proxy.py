@@ -24,9 +24,8 @@ from relay_support import (
     read_head,
     start_local_proxy,
 )
-from tunnelws import ProxyConfigError
+from tunnelws import ProxyConfigError, RouteOptions
 from tunnelws._local_proxy import LocalProxyOptions, serve_local_proxy
-from tunnelws._transport import RouteOptions
 
 NTLM_USER = "CORP\\alice"
 PASSWORD = "pa55-w0rd-xyzzy"

@@ -21,8 +21,8 @@ from companion_support import start_proxy, start_tcp_echo
 from conftest import require_binary
 from relay_support import dead_port, digest, echo_through, payload
 from ssh_support import run_sshd
+from tunnelws import RouteOptions
 from tunnelws._forward import Forwarding, serve_forward
-from tunnelws._transport import RouteOptions
 
 PASSWORD = "tunnel-pw-3141"
 TUNNELWS = [sys.executable, "-m", "tunnelws"]

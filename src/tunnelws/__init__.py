@@ -25,6 +25,7 @@ from ._forward import Forwarding, serve_forward, tunnel_stdio
 from ._local_proxy import LocalProxy, LocalProxyOptions, serve_local_proxy
 from ._proxy_url import ProxyURL
 from ._route import AUTO, ProxyDecision, resolve_proxy
+from ._route_options import RouteOptions, route_options
 from ._sse import ServerSentEvent
 from ._target import Target, parse_target
 from ._transport import open_tunnel
@@ -55,6 +56,7 @@ __all__ = [
     "ProxyReplyError",
     "ProxyURL",
     "ReadyState",
+    "RouteOptions",
     "ServerSentEvent",
     "TLSError",
     "Target",
@@ -66,6 +68,7 @@ __all__ = [
     "open_websocket",
     "parse_target",
     "resolve_proxy",
+    "route_options",
     "run_check",
     "serve_forward",
     "serve_local_proxy",

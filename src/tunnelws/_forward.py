@@ -19,10 +19,11 @@ import trio
 
 from ._errors import ConnectionLostError
 from ._pipe import JoinResult, join
+from ._route_options import RouteOptions
 from ._target import Target, format_authority, normalize_host
 from ._timeouts import PhaseClock
 from ._trace import Trace
-from ._transport import RouteOptions, connect_origin, open_route_stream
+from ._transport import connect_origin, open_route_stream
 
 __all__ = ["Forwarding", "open_destination", "serve_forward", "tunnel_stdio"]
 

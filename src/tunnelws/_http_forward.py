@@ -39,16 +39,11 @@ from ._errors import (
 from ._pipe import CHUNK_BYTES, join
 from ._proxy_url import ProxyURL
 from ._route import resolve_proxy
+from ._route_options import RouteOptions
 from ._target import DEFAULT_PORTS, Target, normalize_host
 from ._timeouts import PhaseClock
 from ._trace import Trace, trace_head
-from ._transport import (
-    RouteOptions,
-    _candidate_routes,
-    _connect_proxy,
-    open_route_stream,
-    prefixed,
-)
+from ._transport import _candidate_routes, connect_proxy, open_route_stream, prefixed
 
 __all__ = ["HOP_BY_HOP", "REPLAY_LIMIT", "BadRequest", "Forwarder", "absolute_target", "receive"]
 
@@ -375,7 +370,7 @@ class Forwarder:
     ) -> _Upstream:
         await self.aclose()
         if route is not None and route.scheme in ("http", "https"):
-            stream = await _connect_proxy(route, self.route, clock)
+            stream = await connect_proxy(route, self.route, clock)
             proxy: ProxyURL | None = route
         else:
             stream = await open_route_stream(target, replace(self.route, proxy=route), clock)

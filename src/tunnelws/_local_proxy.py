@@ -41,9 +41,10 @@ from ._forward import TUNNEL_SCHEME, numbered_trace, peer_name
 from ._http_forward import BadRequest, Forwarder, receive, send
 from ._pipe import join
 from ._route import is_loopback, resolve_proxy
+from ._route_options import RouteOptions
 from ._target import Target
 from ._timeouts import PhaseClock
-from ._transport import RouteOptions, open_route_stream, prefixed
+from ._transport import open_route_stream, prefixed
 
 __all__ = [
     "DEFAULT_LISTEN",

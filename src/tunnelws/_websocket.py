@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import enum
 import os
-import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -41,11 +40,14 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from ._errors import ConnectionClosed, ConnectionLostError, HandshakeError
 from ._frames import OPCODE_BINARY, OPCODE_TEXT, data_frame
-from ._route import AUTO, ProxySetting
+from ._route_options import HeaderList, RouteKeywords, RouteOptions, route_options
 from ._target import Target, parse_target
 from ._timeouts import PhaseClock
 from ._trace import Trace, trace_head
-from ._transport import HeaderList, ProxyAuth, RouteOptions, connect_origin, scheme_names
+from ._transport import connect_origin
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["ReadyState", "WebSocketConnection", "open_websocket"]
 
@@ -67,24 +69,20 @@ class ReadyState(enum.IntEnum):
 async def open_websocket(
     url: str,
     *,
-    proxy: ProxySetting = AUTO,
-    proxy_auth: ProxyAuth = None,
-    proxy_headers: HeaderList | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-    proxy_ssl_context: ssl.SSLContext | None = None,
-    proxy_auth_schemes: Sequence[str] | None = None,
+    route: RouteOptions | None = None,
     subprotocols: Sequence[str] = (),
     extra_headers: HeaderList = (),
-    connect_timeout: float = 10.0,
     ping_interval: float | None = None,
     ping_timeout: float | None = None,
     close_timeout: float = 5.0,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     message_queue_size: int = 16,
-    trace: Trace | None = None,
+    **route_keywords: Unpack[RouteKeywords],
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket to ``url`` (``ws://`` or ``wss://``) along its route.
 
+    The route is ``route`` (a :class:`~tunnelws.RouteOptions`) with the route
+    keywords (``proxy``, ``proxy_auth``, ``connect_timeout``, ...) on top.
     The proxy is found as ``proxy`` says (``AUTO``: from the environment,
     PAC included; ``None``: direct; a URL: that proxy). Through a proxy the
     connection is an HTTP CONNECT tunnel (or SOCKS5), answering Negotiate,
@@ -105,17 +103,9 @@ async def open_websocket(
         raise ValueError(f"not a WebSocket URL: {url!r} (use ws:// or wss://)")
     if ping_interval is not None and ping_interval <= 0:
         raise ValueError("ping_interval must be positive")
-    options = RouteOptions(
-        proxy=proxy,
-        proxy_auth=proxy_auth,
-        proxy_headers=tuple(proxy_headers or ()),
-        ssl_context=ssl_context,
-        proxy_ssl_context=proxy_ssl_context,
-        proxy_auth_schemes=scheme_names(proxy_auth_schemes),
-        connect_timeout=connect_timeout,
-        trace=trace,
-    )
-    clock = PhaseClock(connect_timeout)
+    options = route_options(route, **route_keywords)
+    trace = options.trace
+    clock = PhaseClock(options.connect_timeout)
     stream = await connect_origin(target, options, clock)
     try:
         with clock.phase("websocket", f"in the WebSocket handshake with {target.host_header}"):

@@ -9,10 +9,10 @@ import os
 import ssl
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from .._errors import TunnelError
-from .._route import AUTO
+from .._route import AUTO, ProxySetting
+from .._route_options import RouteOptions, route_options
 from .._trust import default_ssl_context
 
 __all__ = [
@@ -20,7 +20,7 @@ __all__ = [
     "add_route_arguments",
     "parse_header",
     "report_error",
-    "route_kwargs",
+    "route_from_args",
     "stderr_trace",
 ]
 
@@ -138,23 +138,23 @@ def stderr_trace(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def route_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments for open_websocket / open_event_stream."""
-    proxy: Any = AUTO
+def route_from_args(args: argparse.Namespace) -> RouteOptions:
+    """The :class:`RouteOptions` the route arguments describe."""
+    proxy: ProxySetting = AUTO
     if args.no_proxy:
         proxy = None
     elif args.proxy:
         proxy = args.proxy
-    return {
-        "proxy": proxy,
-        "proxy_auth": _with_password(args.proxy_user),
-        "proxy_headers": args.proxy_header,
-        "ssl_context": _context_trusting(args.cacert),
-        "proxy_auth_schemes": args.proxy_auth_scheme or None,
-        "proxy_ssl_context": _context_trusting(args.proxy_cacert),
-        "connect_timeout": args.connect_timeout,
-        "trace": stderr_trace if args.verbose else None,
-    }
+    return route_options(
+        proxy=proxy,
+        proxy_auth=_with_password(args.proxy_user),
+        proxy_headers=args.proxy_header,
+        ssl_context=_context_trusting(args.cacert),
+        proxy_auth_schemes=args.proxy_auth_scheme or None,
+        proxy_ssl_context=_context_trusting(args.proxy_cacert),
+        connect_timeout=args.connect_timeout,
+        trace=stderr_trace if args.verbose else None,
+    )
 
 
 def report_error(run: Callable[[], int]) -> int:

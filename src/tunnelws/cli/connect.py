@@ -20,7 +20,7 @@ from ._options import (
     add_header_argument,
     add_route_arguments,
     report_error,
-    route_kwargs,
+    route_from_args,
 )
 
 
@@ -56,14 +56,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _session(args: argparse.Namespace) -> int:
-    kwargs = route_kwargs(args)
-    trace = kwargs["trace"]
+    route = route_from_args(args)
+    trace = route.trace
     async with open_websocket(
         args.url,
+        route=route,
         subprotocols=args.subprotocol,
         extra_headers=args.header,
         ping_interval=args.ping_interval,
-        **kwargs,
     ) as ws:
         if trace:
             trace(

@@ -23,8 +23,8 @@ from .._errors import TunnelError
 from .._forward import serve_forward
 from .._route import resolve_proxy
 from .._target import format_authority
-from ._options import add_route_arguments, report_error
-from ._relay import route_options, until_stop_signal
+from ._options import add_route_arguments, report_error, route_from_args
+from ._relay import until_stop_signal
 
 __all__ = ["register", "run"]
 
@@ -78,7 +78,7 @@ def _report(description: str, exc: BaseException) -> None:
 
 async def _session(args: argparse.Namespace) -> int:
     pairs = parse_pairs(args.pairs)
-    route = route_options(args)
+    route = route_from_args(args)
     for _, (host, port) in pairs:  # a broken proxy setting fails now, not per connection
         resolve_proxy(f"https://{format_authority(host, port)}/", route.proxy, env=route.env)
     async with trio.open_nursery() as nursery:

@@ -33,8 +33,8 @@ from .._local_proxy import (
     serve_local_proxy,
 )
 from .._route import is_loopback
-from ._options import add_route_arguments, report_error
-from ._relay import route_options, until_stop_signal
+from ._options import add_route_arguments, report_error, route_from_args
+from ._relay import until_stop_signal
 
 __all__ = ["register", "run"]
 
@@ -117,7 +117,7 @@ async def _session(args: argparse.Namespace, log_file: TextIO | None) -> int:
     listen = parse_host_port(args.listen, allow_port_zero=True)
     options = LocalProxyOptions(
         listen=listen,
-        route=route_options(args),
+        route=route_from_args(args),
         allow=tuple(args.allow) or LOOPBACK_NETWORKS,
         head_timeout=args.head_timeout,
         idle_timeout=args.idle_timeout,

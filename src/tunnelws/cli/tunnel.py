@@ -19,8 +19,7 @@ import trio
 
 from .._address import parse_host_port
 from .._forward import tunnel_stdio
-from ._options import add_route_arguments, report_error
-from ._relay import route_options
+from ._options import add_route_arguments, report_error, route_from_args
 
 __all__ = ["register", "run"]
 
@@ -48,5 +47,5 @@ def run(args: argparse.Namespace) -> int:
 
 async def _session(args: argparse.Namespace) -> int:
     host, port = parse_host_port(args.destination)
-    await tunnel_stdio(host, port, route_options(args), tls=args.tls)
+    await tunnel_stdio(host, port, route_from_args(args), tls=args.tls)
     return 0
