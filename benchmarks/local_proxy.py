@@ -4,11 +4,12 @@ Both helpers run in their own process with their defaults, in front of the
 same upstream (the companion proxy, in its own process, demanding Basic or
 NTLM), and are measured the same way as benchmarks/relay.py measures proxies:
 throughput through CONNECT tunnels (64 KiB writes, 1 and 100 concurrent
-tunnels, MB/s) and the latency the helper adds to a small round trip (median
+tunnels, MB/s delivered to the origin: the clock stops when the origin has
+read the last byte) and the latency the helper adds to a small round trip (median
 through helper + upstream minus median through the upstream alone). Rounds
 interleave the helpers, medians are reported.
 
-    .venv/bin/python benchmarks/local_proxy.py [--seconds 8] [--rounds 4]
+    .venv/bin/python benchmarks/local_proxy.py [--seconds 15] [--rounds 3]
 
 px comes from PyPI (``px-proxy``) in its own venv (``make .venv-px/.installed``);
 without it only local-proxy is measured.
@@ -80,11 +81,12 @@ async def px(upstream: str, scheme: str) -> AsyncIterator[str | None]:
 async def measure_helper(
     url: str, upstream_url: str, echo: int, discard: int, seconds: float
 ) -> tuple[float, float, float]:
-    one = await throughput_mb_s(url, discard, 1, seconds)
-    hundred = await throughput_mb_s(url, discard, 100, seconds)
-    # Paired with a sample through the upstream alone, taken right before it.
+    # Latency first, on a quiet chain; paired with a sample through the
+    # upstream alone, taken right before it.
     alone = await median_round_trip_us(upstream_url, echo, seconds / 2)
     added = await median_round_trip_us(url, echo, seconds / 2) - alone
+    one = await throughput_mb_s(url, discard, 1, seconds, delivered=True)
+    hundred = await throughput_mb_s(url, discard, 100, seconds, delivered=True)
     return one, hundred, added
 
 
@@ -185,8 +187,8 @@ def render(rows: list[tuple[str, str, float, float, float]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="per helper and scheme")
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=15.0, help="per helper and scheme")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     started = time.perf_counter()
     print(render(trio.run(measure, args.seconds, args.rounds)))
