@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PX = ROOT / ".venv-px" / "bin" / "px"
 PASSWORD = "bench-pw"
 USERS = {"basic": "alice", "ntlm": "CORP\\alice"}
+TUNNELWS = [sys.executable, "-u", "-m", "tunnelws"]
+LISTENING = re.compile(rb"listening on (http://\S+)")
 
 
 def _free_port() -> int:
@@ -97,42 +99,15 @@ async def measure(seconds: float, rounds: int) -> list[tuple[str, str, float, fl
         echo, discard = int(ports.group(1)), int(ports.group(2))
         for scheme in ("basic", "ntlm"):
             user = USERS[scheme]
-            async with (
-                spawn(
-                    [
-                        sys.executable,
-                        "-u",
-                        "-m",
-                        "tunnelws",
-                        "proxy",
-                        "--auth",
-                        f"{user}:{PASSWORD}",
-                        "--auth-scheme",
-                        scheme,
-                    ],
-                    re.compile(rb"listening on http://(\S+)"),
-                ) as companion,
-            ):
-                upstream = companion.group(1).decode()
+            companion_args = ["proxy", "--auth", f"{user}:{PASSWORD}", "--auth-scheme", scheme]
+            async with spawn(TUNNELWS + companion_args, LISTENING) as companion:
+                upstream = companion.group(1).decode().removeprefix("http://")
                 direct_upstream = f"http://{quote(user, safe='')}:{PASSWORD}@{upstream}"
                 os.environ["TUNNELWS_PROXY_PASSWORD"] = PASSWORD
+                local_args = ["local-proxy", "--listen", "127.0.0.1:0"]
+                local_args += ["--proxy", f"http://{upstream}", "--proxy-user", user]
                 async with (
-                    spawn(
-                        [
-                            sys.executable,
-                            "-u",
-                            "-m",
-                            "tunnelws",
-                            "local-proxy",
-                            "--listen",
-                            "127.0.0.1:0",
-                            "--proxy",
-                            f"http://{upstream}",
-                            "--proxy-user",
-                            user,
-                        ],
-                        re.compile(rb"listening on (http://\S+)"),
-                    ) as local,
+                    spawn(TUNNELWS + local_args, LISTENING) as local,
                     px(upstream, scheme) as px_url,
                 ):
                     helpers = {"tunnelws local-proxy": local.group(1).decode()}
