@@ -248,6 +248,11 @@ async def test_failures_become_statuses_with_the_taxonomy_category(
     await stream.send_all(b"GET /origin-form HTTP/1.1\r\nHost: x\r\n\r\n")
     head, _ = await read_head(stream)
     assert head.startswith(b"HTTP/1.1 400"), head
+    stream = await trio.open_tcp_stream(*direct.address)
+    huge = b"X-Filler: " + b"y" * (200 * 1024)
+    await stream.send_all(b"GET http://127.0.0.1:9/ HTTP/1.1\r\nHost: x\r\n" + huge + b"\r\n\r\n")
+    head, _ = await read_head(stream)
+    assert head.startswith(b"HTTP/1.1 431"), head  # bounded: the head is not buffered on
 
 
 async def test_head_and_idle_timeouts(nursery: trio.Nursery) -> None:

@@ -226,6 +226,9 @@ class _Handler:
                 )
         except Exception as exc:  # a bug must cost one connection, never the proxy
             record.update(end="error", error="internal", message=type(exc).__name__)
+            trace = self.options.route.trace
+            if trace:
+                trace(f"[{number}] * internal error: {type(exc).__name__}")
         finally:
             await trio.aclose_forcefully(stream)
             self.slots.release()
@@ -282,8 +285,8 @@ class _Connection:
                         self.record.update(end="idle-timeout", error="timeout")
                         await self._error(408, "timeout", "no complete request head in time")
                     return
-                except h11.RemoteProtocolError as exc:
-                    await self._error(400, "bad-request", str(exc))
+                except h11.RemoteProtocolError as exc:  # 431 for an oversized head
+                    await self._error(exc.error_status_hint, "bad-request", str(exc))
                     return
                 except TunnelError:  # the client went away
                     return
@@ -416,6 +419,7 @@ _REASONS = {
     403: "Forbidden",
     407: "Proxy Authentication Required",
     408: "Request Timeout",
+    431: "Request Header Fields Too Large",
     502: "Bad Gateway",
     504: "Gateway Timeout",
 }
