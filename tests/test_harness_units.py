@@ -17,21 +17,23 @@ from tunnelws_testnet.harness._firewall import ruleset
 from tunnelws_testnet.harness._netns import install_system_ca
 from tunnelws_testnet.harness._network import _client_env, _proxy_url, pac_script
 from tunnelws_testnet.harness._observe import (
-    NtlmMessage,
     Observation,
-    ProxyRequest,
     flags_for,
+    request_host,
+    scenario_problems,
+)
+from tunnelws_testnet.harness._report import junit_xml, load_runs, report_html, write_report
+from tunnelws_testnet.harness._runner import RunResult, ScenarioResult, _echoed, _judge
+from tunnelws_testnet.peers import (
+    NtlmMessage,
+    ProxyRequest,
     parse_companion_log,
     parse_microsocks_log,
     parse_ntlm_messages,
     parse_pproxy_log,
     parse_squid_log,
     parse_tinyproxy_log,
-    request_host,
-    scenario_problems,
 )
-from tunnelws_testnet.harness._report import junit_xml, load_runs, report_html, write_report
-from tunnelws_testnet.harness._runner import RunResult, ScenarioResult, _echoed, _judge
 
 
 def scenario(sid: str):  # type: ignore[no-untyped-def]

@@ -17,6 +17,7 @@ __all__ = [
     "CATALOGUE",
     "CLIENT_ADDRESS",
     "CLIENT_ADDRESS6",
+    "CLIENT_NETWORK",
     "CORP_DOMAIN",
     "DEAD_PROXY_PORT",
     "ORIGIN_ADDRESS",
@@ -41,6 +42,7 @@ __all__ = [
 # Addresses inside the namespaces of one scenario. Every scenario has its own
 # namespaces, so the same private ranges are reused; nothing is routed outside.
 CLIENT_ADDRESS = "10.77.1.2"
+CLIENT_NETWORK = "10.77.1.0/24"  # the client side of the router
 CLIENT_ADDRESS6 = "fd77:1::2"
 PROXY_ADDRESS = "10.77.1.1"  # the router's address on the client side
 PROXY_ADDRESS6 = "fd77:1::1"
