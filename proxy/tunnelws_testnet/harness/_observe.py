@@ -8,12 +8,11 @@ can be tested on their own.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..peers import NtlmMessage, ProxyRequest
+from ..peers import NtlmMessage, ProxyRequest, json_records
 from ._scenarios import Scenario
 
 __all__ = [
@@ -90,15 +89,7 @@ class Observation:
 
 def parse_origin_log(text: str) -> list[dict[str, Any]]:
     """Request records from the harness origin's JSON log."""
-    records = []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+    return json_records(text)
 
 
 def request_host(target: str) -> str | None:

@@ -26,7 +26,15 @@ from ._companion import (
     parse_companion_log,
     parse_ntlm_messages,
 )
-from ._kind import Launch, LogParser, Peer, PeerStartError, PeerUnavailableError, ProxyRequest
+from ._kind import (
+    Launch,
+    LogParser,
+    Peer,
+    PeerStartError,
+    PeerUnavailableError,
+    ProxyRequest,
+    json_records,
+)
 from ._microsocks import Microsocks, parse_microsocks_log
 from ._mitmproxy import MITMPROXY_VENV, Mitmproxy, parse_mitmproxy_log
 from ._pproxy import Pproxy, parse_pproxy_log
@@ -64,6 +72,7 @@ __all__ = [
     "alive",
     "find_binary",
     "free_port",
+    "json_records",
     "listening",
     "open_proxy",
     "parse_companion_log",

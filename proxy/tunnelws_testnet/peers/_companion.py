@@ -7,13 +7,12 @@ without a process.)
 from __future__ import annotations
 
 import itertools
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..companion import CA_FILE_NAME
-from ._kind import Launch, ProxyRequest
+from ._kind import Launch, ProxyRequest, json_records
 
 __all__ = [
     "READY_LINE",
@@ -35,22 +34,10 @@ class NtlmMessage:
     type: int
 
 
-def _records(text: str) -> list[dict[str, object]]:
-    records = []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
 def parse_companion_log(text: str) -> list[ProxyRequest]:
     """Requests from the companion proxy's JSON log (one object per line)."""
     requests = []
-    for record in _records(text):
+    for record in json_records(text):
         if record.get("method"):
             status = record.get("status")
             requests.append(
@@ -67,7 +54,7 @@ def parse_companion_log(text: str) -> list[ProxyRequest]:
 def parse_ntlm_messages(text: str) -> list[NtlmMessage]:
     """The companion's ``auth-message`` records (decoded NTLM messages)."""
     messages = []
-    for record in _records(text):
+    for record in json_records(text):
         ntlm = record.get("ntlm")
         if (
             record.get("event") == "auth-message"

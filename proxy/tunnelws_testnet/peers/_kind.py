@@ -3,13 +3,14 @@ readiness, log) for one start, and the parsed requests of its log."""
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ._process import listening, tail
+from ._process import find_binary, listening, tail
 
 __all__ = [
     "Launch",
@@ -19,6 +20,9 @@ __all__ = [
     "PeerUnavailableError",
     "ProxyRequest",
     "check_config_safe",
+    "json_records",
+    "missing_binary",
+    "require_binary",
 ]
 
 
@@ -129,3 +133,32 @@ def check_config_safe(value: str, what: str, forbidden: str) -> None:
     bad = [c for c in forbidden if c in value]
     if not value or bad or any(c.isspace() for c in value):
         raise ValueError(f"{what} must be non-empty without whitespace or {forbidden!r}")
+
+
+def missing_binary(name: str, explicit: str | None) -> str | None:
+    """Why the system binary ``name`` (``explicit``: a path given instead)
+    cannot be used, or None."""
+    if (explicit or find_binary(name)) is None:
+        return f"{name} is not installed (Debian package {name})"
+    return None
+
+
+def require_binary(name: str, explicit: str | None) -> str:
+    """``explicit`` or the installed ``name``; :class:`PeerUnavailableError` if absent."""
+    binary = explicit or find_binary(name)
+    if binary is None:
+        raise PeerUnavailableError(missing_binary(name, explicit) or name)
+    return binary
+
+
+def json_records(text: str) -> list[dict[str, object]]:
+    """The JSON objects of a JSON-lines log; other lines are skipped."""
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records

@@ -12,8 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._kind import Launch, PeerUnavailableError, ProxyRequest
-from ._process import find_binary
+from ._kind import Launch, ProxyRequest, missing_binary, require_binary
 
 __all__ = ["Microsocks", "parse_microsocks_log"]
 
@@ -42,14 +41,10 @@ class Microsocks:
         return "microsocks"
 
     def missing(self) -> str | None:
-        if (self.binary or find_binary("microsocks")) is None:
-            return "microsocks is not installed (Debian package microsocks)"
-        return None
+        return missing_binary("microsocks", self.binary)
 
     def launch(self, directory: Path, host: str, port: int) -> Launch:
-        binary = self.binary or find_binary("microsocks")
-        if binary is None:
-            raise PeerUnavailableError(self.missing() or "microsocks is not installed")
+        binary = require_binary("microsocks", self.binary)
         output = directory / f"microsocks-{next(_instances)}.log"
         argv = [binary, "-i", host, "-p", str(port)]
         if self.auth is not None:

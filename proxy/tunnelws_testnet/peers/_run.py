@@ -49,6 +49,8 @@ class ProxyProcess:
     pid: int
     log_path: Path | None  # after the stop, where the log was kept
     parse: LogParser = field(repr=False)
+    _launch: Launch = field(repr=False)
+    _process: subprocess.Popen[bytes] = field(repr=False)
 
     def access_log(self) -> str:
         """The proxy's own log so far ("" when it has none yet): squid's
@@ -96,13 +98,6 @@ class ProxyProcess:
         )
 
 
-def _prepare(peer: Peer, directory: Path) -> None:
-    reason = peer.missing()
-    if reason is not None:
-        raise PeerUnavailableError(reason)
-    directory.mkdir(parents=True, exist_ok=True)
-
-
 def _serving(launch: Launch, process: subprocess.Popen[bytes], deadline: float) -> bool:
     """True once it serves; raises :class:`PeerStartError` when it exited or
     ``deadline`` (``time.monotonic()``) has passed."""
@@ -121,31 +116,54 @@ def _serving(launch: Launch, process: subprocess.Popen[bytes], deadline: float) 
     return False
 
 
-def _spawn(launch: Launch) -> subprocess.Popen[bytes]:
-    try:
-        return spawn(launch.argv, launch.output)
-    except BaseException:
-        launch.finish()
-        raise
-
-
-def _stopped(launch: Launch, process: subprocess.Popen[bytes]) -> None:
+def _stop(launch: Launch, process: subprocess.Popen[bytes]) -> None:
     try:
         stop(process, launch.stop_signal, STOP_GRACE)
     finally:
         launch.finish()
 
 
-def _running(launch: Launch, process: subprocess.Popen[bytes]) -> ProxyProcess:
-    return ProxyProcess(
-        name=launch.name,
-        url=launch.url,
-        host=launch.host,
-        port=launch.port,
-        pid=process.pid,
-        log_path=launch.log,
-        parse=launch.parse,
-    )
+def _start(peer: Peer, directory: Path, host: str, port: int | None) -> ProxyProcess:
+    """Start ``peer`` and wait until it serves (blocking: the polling is
+    short, and :func:`open_proxy` runs this in a thread)."""
+    reason = peer.missing()
+    if reason is not None:
+        raise PeerUnavailableError(reason)
+    directory.mkdir(parents=True, exist_ok=True)
+    attempts = 1 if port is not None else 2
+    for attempt in range(1, attempts + 1):
+        launch = peer.launch(directory, host, free_port(host) if port is None else port)
+        try:
+            process = spawn(launch.argv, launch.output)
+        except BaseException:
+            launch.finish()
+            raise
+        deadline = time.monotonic() + launch.start_timeout
+        try:
+            while not _serving(launch, process, deadline):
+                time.sleep(POLL)
+        except BaseException as exc:  # also KeyboardInterrupt: never leak the process
+            _stop(launch, process)
+            if attempt == attempts or not isinstance(exc, PeerStartError):
+                raise
+            continue
+        return ProxyProcess(
+            name=launch.name,
+            url=launch.url,
+            host=launch.host,
+            port=launch.port,
+            pid=process.pid,
+            log_path=launch.log,
+            parse=launch.parse,
+            _launch=launch,
+            _process=process,
+        )
+    raise AssertionError("unreachable")
+
+
+def _stopped(running: ProxyProcess) -> None:
+    _stop(running._launch, running._process)
+    running.log_path = running._launch.final_log
 
 
 @contextmanager
@@ -157,54 +175,22 @@ def run_proxy(
     Raises :class:`PeerUnavailableError` when it cannot run here and
     :class:`PeerStartError` when it does not come up.
     """
-    _prepare(peer, directory)
-    for attempt in (1, 2):
-        launch = peer.launch(directory, host, free_port(host) if port is None else port)
-        process = _spawn(launch)
-        deadline = time.monotonic() + launch.start_timeout
-        try:
-            while not _serving(launch, process, deadline):
-                time.sleep(POLL)
-        except BaseException as exc:  # also KeyboardInterrupt: never leak the process
-            _stopped(launch, process)
-            if attempt == 2 or port is not None or not isinstance(exc, PeerStartError):
-                raise
-            continue
-        running = _running(launch, process)
-        try:
-            yield running
-        finally:
-            _stopped(launch, process)
-            running.log_path = launch.final_log
-        return
+    running = _start(peer, directory, host, port)
+    try:
+        yield running
+    finally:
+        _stopped(running)
 
 
 @asynccontextmanager
 async def open_proxy(
     peer: Peer, *, directory: Path, host: str = LOOPBACK, port: int | None = None
 ) -> AsyncIterator[ProxyProcess]:
-    """:func:`run_proxy` for trio: waiting and stopping do not block the run."""
-    _prepare(peer, directory)
-    for attempt in (1, 2):
-        launch = peer.launch(directory, host, free_port(host) if port is None else port)
-        process = _spawn(launch)
-        deadline = time.monotonic() + launch.start_timeout
-        try:
-            while True:  # polling /proc: there is nothing to wait on
-                if _serving(launch, process, deadline):
-                    break
-                await trio.sleep(POLL)
-        except BaseException as exc:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(_stopped, launch, process)
-            if attempt == 2 or port is not None or not isinstance(exc, PeerStartError):
-                raise
-            continue
-        running = _running(launch, process)
-        try:
-            yield running
-        finally:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(_stopped, launch, process)
-            running.log_path = launch.final_log
-        return
+    """:func:`run_proxy` for trio: starting and stopping run in a thread, so
+    the other tasks keep running."""
+    running = await trio.to_thread.run_sync(_start, peer, directory, host, port)
+    try:
+        yield running
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_stopped, running)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -25,8 +24,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._kind import Launch, PeerUnavailableError, ProxyRequest, check_config_safe
-from ._process import find_binary
+from ._kind import (
+    Launch,
+    PeerUnavailableError,
+    ProxyRequest,
+    check_config_safe,
+    missing_binary,
+    require_binary,
+)
 
 __all__ = [
     "BASIC_REALM",
@@ -144,13 +149,17 @@ def parse_squid_log(text: str) -> list[ProxyRequest]:
     return requests
 
 
-def _squid_user() -> pwd.struct_passwd | None:
-    """The user squid drops to when started as root (None when not root)."""
+def _squid_user() -> tuple[str, int, int] | None:
+    """Name, uid and gid of the user squid drops to when started as root
+    (None when not root)."""
+    import pwd  # POSIX only; the in-process networks import this package anywhere
+
     if os.geteuid() != 0:
         return None
     for name in ("proxy", "squid", "nobody"):
         with contextlib.suppress(KeyError):
-            return pwd.getpwnam(name)
+            entry = pwd.getpwnam(name)
+            return entry.pw_name, entry.pw_uid, entry.pw_gid
     raise PeerUnavailableError("no unprivileged user (proxy/squid/nobody) for squid to run as")
 
 
@@ -158,9 +167,7 @@ def _apr1_hash(password: str) -> str:
     # crypt() is gone from Python 3.13; basic_ncsa_auth understands Apache's
     # $apr1$ MD5 format, which openssl produces. -stdin keeps the password
     # out of the process list.
-    openssl = find_binary("openssl")
-    if openssl is None:
-        raise PeerUnavailableError("openssl is not installed (it hashes squid's Basic passwords)")
+    openssl = require_binary("openssl", None)
     result = subprocess.run(
         [openssl, "passwd", "-apr1", "-stdin"],
         input=password + "\n",
@@ -209,16 +216,13 @@ class Squid:
         return "squid"
 
     def missing(self) -> str | None:
-        if (self.binary or find_binary("squid")) is None:
-            return "squid is not installed (Debian package squid)"
-        if self.basic_auth is not None and find_binary("openssl") is None:
-            return "openssl is not installed (it hashes squid's Basic passwords)"
-        return None
+        reason = missing_binary("squid", self.binary)
+        if reason is None and self.basic_auth is not None:
+            reason = missing_binary("openssl", None)
+        return reason
 
     def launch(self, directory: Path, host: str, port: int) -> Launch:
-        binary = self.binary or find_binary("squid")
-        if binary is None:
-            raise PeerUnavailableError(self.missing() or "squid is not installed")
+        binary = require_binary("squid", self.binary)
         instance = f"twsquid{os.getpid()}n{next(_instances)}"
         user = _squid_user()
         if user is None:
@@ -226,14 +230,14 @@ class Squid:
             run_dir.mkdir()
         else:
             run_dir = Path(tempfile.mkdtemp(prefix=f"{instance}-"))
-            os.chown(run_dir, user.pw_uid, user.pw_gid)
+            os.chown(run_dir, user[1], user[2])
 
         def private_file(name: str, content: str) -> Path:
             path = run_dir / name
             path.write_text(content)
             path.chmod(0o600)
             if user is not None:
-                os.chown(path, user.pw_uid, user.pw_gid)
+                os.chown(path, user[1], user[2])
             return path
 
         basic_file = digest_file = None
@@ -254,7 +258,7 @@ class Squid:
                 clients=self.clients,
                 basic_file=basic_file,
                 digest_file=digest_file,
-                effective_user=None if user is None else user.pw_name,
+                effective_user=None if user is None else user[0],
             ),
         )
         kept = directory / instance

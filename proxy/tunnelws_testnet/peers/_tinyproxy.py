@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._kind import Launch, PeerUnavailableError, ProxyRequest, check_config_safe
-from ._process import find_binary
+from ._kind import Launch, ProxyRequest, check_config_safe, missing_binary, require_binary
 
 __all__ = ["Tinyproxy", "parse_tinyproxy_log"]
 
@@ -55,14 +54,10 @@ class Tinyproxy:
         return "tinyproxy"
 
     def missing(self) -> str | None:
-        if (self.binary or find_binary("tinyproxy")) is None:
-            return "tinyproxy is not installed (Debian package tinyproxy)"
-        return None
+        return missing_binary("tinyproxy", self.binary)
 
     def launch(self, directory: Path, host: str, port: int) -> Launch:
-        binary = self.binary or find_binary("tinyproxy")
-        if binary is None:
-            raise PeerUnavailableError(self.missing() or "tinyproxy is not installed")
+        binary = require_binary("tinyproxy", self.binary)
         instance = f"tinyproxy-{next(_instances)}"
         log = directory / f"{instance}.log"
         lines = [
