@@ -40,28 +40,6 @@ def scenario(sid: str):  # type: ignore[no-untyped-def]
     return next(s for s in CATALOGUE if s.id == sid)
 
 
-def test_catalogue_ids_unique_and_expectations_known() -> None:
-    ids = [s.id for s in CATALOGUE]
-    assert len(ids) == len(set(ids))
-    for s in CATALOGUE:
-        assert s.expect == "pass" or s.expected_category in EXIT_CODES, s.id
-        assert s.time_limit > 0 and s.scheme in ("ws", "wss")
-    # Every catalogue row of ../shared/scenarios.md, sections A-G.
-    groups = {s.catalogue_id for s in CATALOGUE}
-    assert {
-        "open-direct",
-        "proxy-no-dns",
-        "auth-ntlm",
-        "ports-443-only",
-        "transparent-80",
-        "tls-intercept-trusted",
-        "tls-intercept-system-store",
-        "bandwidth-limit",
-        "socks5h",
-        "pac-failover",
-    } <= groups
-
-
 def test_exit_codes_match_tunnelws_taxonomy() -> None:
     classes = [
         tunnelws.DirectConnectError,
