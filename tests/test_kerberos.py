@@ -175,6 +175,8 @@ async def test_no_ticket_and_no_credentials_is_a_clear_proxy_auth_error(
         await echo_through(kerberos_url(proxy), echo_port)
     message = str(info.value)
     assert "no proxy credentials were given" in message
+    assert "get a Kerberos ticket with kinit" in message
+    assert "No Kerberos credentials available" in message  # GSSAPI's own reason
     assert "Negotiate not usable" in message
     assert info.value.schemes == ["Negotiate"]
     assert not any(r["event"] == "tunnel" for r in records)

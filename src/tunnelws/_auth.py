@@ -650,11 +650,16 @@ class ProxyAuthenticator:
         usable = [s for s in self._schemes if s in offered_lower]
         if self._credentials is None and usable:
             notes = f" ({'; '.join(self.notes)})" if self.notes else ""
+            kerberos = (
+                ", or get a Kerberos ticket with kinit (needs tunnelws[kerberos])"
+                if "negotiate" in usable
+                else ""
+            )
             return (
                 f"proxy requires authentication ({_describe(reply, offered)}) but no proxy "
                 "credentials were given; put them in the proxy URL "
                 "(http://USER:PASSWORD@HOST:PORT, percent-encoding special characters) "
-                f"or pass proxy_auth=(USER, PASSWORD){notes}"
+                f"or pass proxy_auth=(USER, PASSWORD){kerberos}{notes}"
             )
         unusable_digest = [
             c.params.get("algorithm", "MD5") for c in challenges if c.scheme.lower() == "digest"
