@@ -394,6 +394,7 @@ def _squid_config(
     allow_ports: Sequence[int] | None,
     basic_file: Path | None,
     digest_file: Path | None,
+    keytab: Path | None = None,
 ) -> str:
     lines = [
         f"http_port 127.0.0.1:{port}",
@@ -425,6 +426,14 @@ def _squid_config(
             "auth_param digest children 2",
             f"auth_param digest realm {SQUID_DIGEST_REALM}",
         ]
+    if keytab is not None:
+        # Any HTTP/<host> key of the keytab; no replay cache to keep writable.
+        lines += [
+            f"auth_param negotiate program {helpers}/negotiate_kerberos_auth "
+            f"-k {keytab} -s GSS_C_NO_NAME -t none",
+            "auth_param negotiate children 2",
+            "auth_param negotiate keep_alive on",
+        ]
     lines.append("acl CONNECT method CONNECT")
     # Port policy first, as in squid's stock config: a CONNECT to a forbidden
     # port is refused with 403 before authentication is asked for.
@@ -434,7 +443,7 @@ def _squid_config(
             lines.append("http_access deny CONNECT !tunnel_ports")
         else:
             lines.append("http_access deny CONNECT")
-    if basic_file is not None or digest_file is not None:
+    if basic_file is not None or digest_file is not None or keytab is not None:
         lines += ["acl authenticated proxy_auth REQUIRED", "http_access deny !authenticated"]
     # `localhost` is predefined by squid (127.0.0.1/32 and ::1).
     lines += ["http_access allow localhost", "http_access deny all"]
@@ -448,6 +457,7 @@ def run_squid(
     allow_ports: Sequence[int] | None = (443,),
     basic_auth: tuple[str, str] | None = None,
     digest_auth: tuple[str, str] | None = None,
+    negotiate_keytab: Path | None = None,
 ) -> Iterator[RunningProxy]:
     """Run squid with a private, unprivileged-safe configuration.
 
@@ -455,6 +465,8 @@ def run_squid(
     ``None`` to allow CONNECT to any port, ``()`` to refuse every CONNECT.
     ``basic_auth`` / ``digest_auth`` demand credentials (realms
     ``SQUID_BASIC_REALM`` / ``SQUID_DIGEST_REALM``); with both, squid offers both.
+    ``negotiate_keytab`` demands Negotiate (Kerberos), checked by squid's
+    ``negotiate_kerberos_auth`` helper against a copy of that keytab.
 
     Started as root, squid drops to the ``proxy`` user, which cannot reach
     pytest's 0700 ``tmp_path``; its files then live in a private directory under
@@ -493,6 +505,13 @@ def run_squid(
     if digest_auth is not None:
         # digest_file_auth without -c reads plain "user:password" lines.
         digest_file = private_file("digest.passwd", f"{digest_auth[0]}:{digest_auth[1]}\n")
+    keytab = None
+    if negotiate_keytab is not None:
+        keytab = run_dir / "http.keytab"  # a copy the proxy user may read
+        shutil.copy(negotiate_keytab, keytab)
+        keytab.chmod(0o600)
+        if user is not None:
+            os.chown(keytab, user.pw_uid, user.pw_gid)
     access_path = run_dir / "access.log"
     cache_log = run_dir / "cache.log"
 
@@ -506,6 +525,7 @@ def run_squid(
                 allow_ports=allow_ports,
                 basic_file=basic_file,
                 digest_file=digest_file,
+                keytab=keytab,
             ),
         )
         # -N: no daemon, the master is the only worker, so its PID is ours.

@@ -1,6 +1,7 @@
 """Negotiate with real Kerberos: an MIT KDC (``tunnelws_testnet.kerberos``),
 the companion proxy accepting tickets with a real keytab, and three
-initiators: the tunnelws library, ``tunnelws connect`` and curl.
+initiators: the tunnelws library, ``tunnelws connect`` and curl; squid's
+Kerberos helper as a second, third-party acceptor.
 
 The realm is session-scoped (starting it takes a fraction of a second, but
 one realm is all the tests need); each test chooses its ticket cache
@@ -24,6 +25,7 @@ import trio
 import tunnelws
 from companion_support import run_curl, start_proxy, start_tcp_echo, wait_until_idle
 from conftest import IN_CI, require_binary
+from peers import run_squid
 from tunnelws._auth import kerberos_available
 from tunnelws_testnet.kerberos import KERBEROS_BINARIES, KerberosError, KerberosRealm
 
@@ -271,6 +273,20 @@ async def test_companion_cli_takes_the_keytab_from_krb5_ktname(
                 log += await process.stdout.receive_some(65536)
     tunnel = next(json.loads(line) for line in log.splitlines() if b'"tunnel"' in line)
     assert (tunnel["user"], tunnel["mechanism"]) == (PRINCIPAL, "kerberos")
+
+
+async def test_tunnelws_and_squid_negotiate_kerberos(
+    nursery: trio.Nursery, realm: KerberosRealm, with_ticket: None, tmp_path: Any
+) -> None:
+    """A third-party acceptor: squid's negotiate_kerberos_auth helper."""
+    require_binary("squid")
+    echo_port = await start_tcp_echo(nursery)
+    with run_squid(tmp_path=tmp_path, allow_ports=None, negotiate_keytab=realm.keytab) as squid:
+        echoed, trace = await echo_through(f"http://localhost:{squid.port}", echo_port)
+        assert echoed == b"ping"
+        assert any("with Negotiate" in line for line in trace)
+        log = await squid.wait_for_access_log_async("TCP_TUNNEL/200")
+    assert f"CONNECT 127.0.0.1:{echo_port} {PRINCIPAL} " in log
 
 
 _WITHOUT_GSSAPI = """

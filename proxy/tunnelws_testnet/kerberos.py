@@ -94,6 +94,10 @@ class KerberosRealm:
         self.directory = (
             directory if directory is not None else Path(tempfile.mkdtemp(prefix="tunnelws-krb5-"))
         )
+        if self._own_directory:
+            # Services that drop privileges (squid's helpers) must read krb5.conf;
+            # the secrets in here (database, keytab, caches) are 0600 files.
+            self.directory.chmod(0o755)
         self.krb5_conf = self.directory / "krb5.conf"
         self.kdc_conf = self.directory / "kdc.conf"
         self.keytab = self.directory / "http.keytab"
