@@ -23,9 +23,17 @@ import pytest
 import trio
 
 import tunnelws
-from companion_support import run_curl, start_proxy, start_tcp_echo, wait_until_idle
+from companion_support import (
+    echo_through,
+    run_curl,
+    start_proxy,
+    start_tcp_echo,
+    wait_until_idle,
+)
 from conftest import IN_CI, require_binary
 from peers import run_squid
+from test_cli_connect import run_cli
+from test_companion_cli import cli_proxy
 from tunnelws._auth import kerberos_available
 from tunnelws_testnet.kerberos import KERBEROS_BINARIES, KerberosError, KerberosRealm
 
@@ -107,24 +115,13 @@ def tunnel_record(records: list[dict[str, Any]]) -> dict[str, Any]:
     return next(r for r in records if r["event"] == "tunnel")
 
 
-async def echo_through(url: str, port: int, **options: Any) -> tuple[bytes, list[str]]:
-    lines: list[str] = []
-    stream = await tunnelws.open_tunnel(
-        "127.0.0.1", port, proxy=url, trace=lines.append, connect_timeout=5, **options
-    )
-    async with stream:
-        await stream.send_all(b"ping")
-        with trio.fail_after(5):
-            return bytes(await stream.receive_some(100)), lines
-
-
 async def test_tunnelws_authenticates_with_a_kerberos_ticket(
     nursery: trio.Nursery, realm: KerberosRealm, with_ticket: None
 ) -> None:
     echo_port = await start_tcp_echo(nursery)
     proxy, records = await start_kerberos_proxy(nursery, realm)
-    echoed, trace = await echo_through(kerberos_url(proxy), echo_port)
-    assert echoed == b"ping"
+    trace: list[str] = []
+    assert await echo_through(kerberos_url(proxy), echo_port, trace) == b"ping"
     await wait_until_idle(proxy)
 
     tunnel = tunnel_record(records)
@@ -144,8 +141,7 @@ async def test_ntlm_still_works_through_the_kerberos_proxy_without_a_ticket(
     echo_port = await start_tcp_echo(nursery)
     proxy, records = await start_kerberos_proxy(nursery, realm)
     userinfo = f"{quote(NTLM_USER, safe='')}:{quote(NTLM_PASSWORD, safe='')}@"
-    echoed, _ = await echo_through(kerberos_url(proxy, userinfo), echo_port)
-    assert echoed == b"ping"
+    assert await echo_through(kerberos_url(proxy, userinfo), echo_port) == b"ping"
     await wait_until_idle(proxy)
     tunnel = tunnel_record(records)
     assert (tunnel["user"], tunnel["mechanism"]) == (NTLM_USER, "ntlm")
@@ -159,8 +155,7 @@ async def test_a_password_gets_a_kerberos_ticket_without_kinit(
     echo_port = await start_tcp_echo(nursery)
     proxy, records = await start_kerberos_proxy(nursery, realm)
     url = kerberos_url(proxy, f"alice:{quote(ALICE_PASSWORD, safe='')}@")
-    echoed, _ = await echo_through(url, echo_port, proxy_auth_schemes=("Negotiate",))
-    assert echoed == b"ping"
+    assert await echo_through(url, echo_port, proxy_auth_schemes=("Negotiate",)) == b"ping"
     await wait_until_idle(proxy)
     tunnel = tunnel_record(records)
     assert (tunnel["user"], tunnel["mechanism"]) == (PRINCIPAL, "kerberos")
@@ -199,24 +194,15 @@ async def test_tunnelws_connect_with_proxy_auth_scheme_negotiate(
     nursery: trio.Nursery, origin: Any, realm: KerberosRealm, with_ticket: None
 ) -> None:
     proxy, records = await start_kerberos_proxy(nursery, realm)
-    with trio.fail_after(30):
-        result = await trio.run_process(
-            [
-                sys.executable,
-                "-m",
-                "tunnelws",
-                "connect",
-                origin.ws_url(),
-                "--proxy",
-                kerberos_url(proxy),
-                "--proxy-auth-scheme",
-                "negotiate",
-            ],
-            stdin=b"one\ntwo\n",
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
+    result = await run_cli(
+        "connect",
+        origin.ws_url(),
+        "--proxy",
+        kerberos_url(proxy),
+        "--proxy-auth-scheme",
+        "negotiate",
+        stdin=b"one\ntwo\n",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().splitlines() == ["one", "two"]
     await wait_until_idle(proxy)
@@ -253,8 +239,6 @@ async def test_companion_cli_takes_the_keytab_from_krb5_ktname(
 ) -> None:
     """``tunnelws proxy --auth-scheme negotiate`` with the server's environment
     (how the harness runs it): Kerberos works with no keytab option."""
-    from test_companion_cli import cli_proxy
-
     for name, value in realm.server_env().items():
         monkeypatch.setenv(name, value)
     echo_port = await start_tcp_echo(nursery)
@@ -264,8 +248,7 @@ async def test_companion_cli_takes_the_keytab_from_krb5_ktname(
         process,
     ):
         port = lines[0].rsplit(":", 1)[1]
-        echoed, _ = await echo_through(f"http://localhost:{port}", echo_port)
-        assert echoed == b"ping"
+        assert await echo_through(f"http://localhost:{port}", echo_port) == b"ping"
         assert process.stdout is not None
         log = b""
         with trio.fail_after(5):
@@ -282,8 +265,8 @@ async def test_tunnelws_and_squid_negotiate_kerberos(
     require_binary("squid")
     echo_port = await start_tcp_echo(nursery)
     with run_squid(tmp_path=tmp_path, allow_ports=None, negotiate_keytab=realm.keytab) as squid:
-        echoed, trace = await echo_through(f"http://localhost:{squid.port}", echo_port)
-        assert echoed == b"ping"
+        trace: list[str] = []
+        assert await echo_through(f"http://localhost:{squid.port}", echo_port, trace) == b"ping"
         assert any("with Negotiate" in line for line in trace)
         log = await squid.wait_for_access_log_async("TCP_TUNNEL/200")
     assert f"CONNECT 127.0.0.1:{echo_port} {PRINCIPAL} " in log
