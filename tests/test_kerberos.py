@@ -111,8 +111,11 @@ def kerberos_url(proxy: Any, userinfo: str = "") -> str:
     return f"http://{userinfo}localhost:{proxy.port}"
 
 
-def tunnel_record(records: list[dict[str, Any]]) -> dict[str, Any]:
-    return next(r for r in records if r["event"] == "tunnel")
+async def authenticated_as(proxy: Any, records: list[dict[str, Any]]) -> tuple[str, str]:
+    """(user, mechanism) of the tunnel the proxy logged, once it is closed."""
+    await wait_until_idle(proxy)
+    tunnel = next(r for r in records if r["event"] == "tunnel")
+    return tunnel["user"], tunnel["mechanism"]
 
 
 async def test_tunnelws_authenticates_with_a_kerberos_ticket(
@@ -122,11 +125,7 @@ async def test_tunnelws_authenticates_with_a_kerberos_ticket(
     proxy, records = await start_kerberos_proxy(nursery, realm)
     trace: list[str] = []
     assert await echo_through(kerberos_url(proxy), echo_port, trace) == b"ping"
-    await wait_until_idle(proxy)
-
-    tunnel = tunnel_record(records)
-    assert tunnel["user"] == PRINCIPAL
-    assert tunnel["mechanism"] == "kerberos"
+    assert await authenticated_as(proxy, records) == (PRINCIPAL, "kerberos")
     # One Negotiate token, and no NTLM message in it.
     assert [r["ntlm"] for r in records if r["event"] == "auth-message"] == [{"type": "not-ntlm"}]
     assert any("with Negotiate" in line for line in trace)
@@ -142,9 +141,7 @@ async def test_ntlm_still_works_through_the_kerberos_proxy_without_a_ticket(
     proxy, records = await start_kerberos_proxy(nursery, realm)
     userinfo = f"{quote(NTLM_USER, safe='')}:{quote(NTLM_PASSWORD, safe='')}@"
     assert await echo_through(kerberos_url(proxy, userinfo), echo_port) == b"ping"
-    await wait_until_idle(proxy)
-    tunnel = tunnel_record(records)
-    assert (tunnel["user"], tunnel["mechanism"]) == (NTLM_USER, "ntlm")
+    assert await authenticated_as(proxy, records) == (NTLM_USER, "ntlm")
 
 
 async def test_a_password_gets_a_kerberos_ticket_without_kinit(
@@ -156,9 +153,7 @@ async def test_a_password_gets_a_kerberos_ticket_without_kinit(
     proxy, records = await start_kerberos_proxy(nursery, realm)
     url = kerberos_url(proxy, f"alice:{quote(ALICE_PASSWORD, safe='')}@")
     assert await echo_through(url, echo_port, proxy_auth_schemes=("Negotiate",)) == b"ping"
-    await wait_until_idle(proxy)
-    tunnel = tunnel_record(records)
-    assert (tunnel["user"], tunnel["mechanism"]) == (PRINCIPAL, "kerberos")
+    assert await authenticated_as(proxy, records) == (PRINCIPAL, "kerberos")
     # One 407, to the bare first CONNECT: no Basic carried the password.
     assert [r["credentials"] for r in records if r["event"] == "auth-required"] == [False]
 
@@ -205,9 +200,7 @@ async def test_tunnelws_connect_with_proxy_auth_scheme_negotiate(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().splitlines() == ["one", "two"]
-    await wait_until_idle(proxy)
-    tunnel = tunnel_record(records)
-    assert (tunnel["user"], tunnel["mechanism"]) == (PRINCIPAL, "kerberos")
+    assert await authenticated_as(proxy, records) == (PRINCIPAL, "kerberos")
 
 
 async def test_curl_proxy_negotiate_through_the_same_proxy(
@@ -229,9 +222,7 @@ async def test_curl_proxy_negotiate_through_the_same_proxy(
         f"http://127.0.0.1:{origin.http[1]}/info",
     )
     assert result.stdout == b"200", result.stderr
-    await wait_until_idle(proxy)
-    tunnel = tunnel_record(records)
-    assert (tunnel["user"], tunnel["mechanism"]) == (PRINCIPAL, "kerberos")
+    assert await authenticated_as(proxy, records) == (PRINCIPAL, "kerberos")
 
 
 async def test_companion_cli_takes_the_keytab_from_krb5_ktname(
@@ -300,9 +291,7 @@ async def test_without_gssapi_the_client_falls_back_to_ntlm(
         )
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"hello\n"
-    await wait_until_idle(proxy)
-    tunnel = tunnel_record(records)
-    assert (tunnel["user"], tunnel["mechanism"]) == (NTLM_USER, "ntlm")
+    assert await authenticated_as(proxy, records) == (NTLM_USER, "ntlm")
 
 
 def test_realm_life_cycle(tmp_path: Any) -> None:
