@@ -70,13 +70,16 @@ def run_squid(
     safe_ports: Sequence[str] | None = None,
     basic_auth: tuple[str, str] | None = None,
     digest_auth: tuple[str, str] | None = None,
+    negotiate_keytab: Path | None = None,
 ) -> AbstractContextManager[ProxyProcess]:
-    """squid, by default with its stock CONNECT policy (443 only)."""
+    """squid, by default with its stock CONNECT policy (443 only);
+    ``negotiate_keytab`` demands Kerberos checked against that keytab."""
     peer = Squid(
         allow_ports=allow_ports,
         safe_ports=safe_ports,
         basic_auth=basic_auth,
         digest_auth=digest_auth,
+        negotiate_keytab=negotiate_keytab,
     )
     return _run(peer, tmp_path)
 

@@ -61,6 +61,7 @@ def squid_config(
     clients: str = "localhost",
     basic_file: Path | None = None,
     digest_file: Path | None = None,
+    negotiate_keytab: Path | None = None,
     effective_user: str | None = None,
 ) -> str:
     """squid.conf for one instance listening on ``host:port``, files in ``run_dir``.
@@ -78,6 +79,8 @@ def squid_config(
         ``basic_ncsa_auth`` (realm :data:`BASIC_REALM`) and a ``user:password``
         file for ``digest_file_auth`` (realm :data:`DIGEST_REALM`); with both,
         Basic is offered first.
+    negotiate_keytab: demand Negotiate (Kerberos), checked by
+        ``negotiate_kerberos_auth`` against this keytab (any ``HTTP/<host>`` key).
     effective_user: the user squid drops to when started as root.
     """
     listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -110,6 +113,14 @@ def squid_config(
             "auth_param digest children 2",
             f"auth_param digest realm {DIGEST_REALM}",
         ]
+    if negotiate_keytab is not None:
+        # No replay cache: nothing for the helper to keep writable.
+        lines += [
+            f"auth_param negotiate program {HELPERS}/negotiate_kerberos_auth "
+            f"-k {negotiate_keytab} -s GSS_C_NO_NAME -t none",
+            "auth_param negotiate children 2",
+            "auth_param negotiate keep_alive on",
+        ]
     lines.append("acl CONNECT method CONNECT")
     if safe_ports is not None:
         lines.append("acl Safe_ports port " + " ".join(safe_ports))
@@ -120,7 +131,7 @@ def squid_config(
             lines.append("http_access deny CONNECT !SSL_ports")
         else:
             lines.append("http_access deny CONNECT")
-    if basic_file is not None or digest_file is not None:
+    if basic_file is not None or digest_file is not None or negotiate_keytab is not None:
         lines += ["acl authenticated proxy_auth REQUIRED", "http_access deny !authenticated"]
     if clients == "localhost":
         lines.append("http_access allow localhost")
@@ -202,6 +213,7 @@ class Squid:
     clients: str = "localhost"
     basic_auth: tuple[str, str] | None = None
     digest_auth: tuple[str, str] | None = None
+    negotiate_keytab: Path | None = None
     binary: str | None = None
 
     def __post_init__(self) -> None:
@@ -247,6 +259,10 @@ class Squid:
         if self.digest_auth is not None:
             # digest_file_auth without -c reads plain "user:password" lines.
             digest_file = private_file("digest.passwd", "{}:{}\n".format(*self.digest_auth))
+        keytab = None
+        if self.negotiate_keytab is not None:
+            keytab = private_file("http.keytab", "")  # a copy the proxy user may read
+            shutil.copy(self.negotiate_keytab, keytab)
         config = private_file(
             "squid.conf",
             squid_config(
@@ -258,6 +274,7 @@ class Squid:
                 clients=self.clients,
                 basic_file=basic_file,
                 digest_file=digest_file,
+                negotiate_keytab=keytab,
                 effective_user=None if user is None else user[0],
             ),
         )
