@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from . import EXIT_USAGE, requiring_extra
+from ._arguments import fraction as _fraction
+from ._arguments import host_port as _host_port
+from ._arguments import ports as _ports
 
 if TYPE_CHECKING:
     from ..companion import ProxyConfig
@@ -27,28 +30,11 @@ __all__ = ["build_config", "register", "run"]
 EXIT_OK = 0
 
 
-def _host_port(text: str) -> tuple[str, int]:
-    host, colon, port = text.rpartition(":")
-    if not colon or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
 def _user_pass(text: str) -> tuple[str, str]:
     user, colon, password = text.partition(":")
     if not colon or not user:
         raise argparse.ArgumentTypeError("expected USER:PASS")
     return user, password
-
-
-def _ports(text: str) -> frozenset[int]:
-    try:
-        ports = frozenset(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ports, got {text!r}") from None
-    if not ports or any(not 0 < p < 65536 for p in ports):
-        raise argparse.ArgumentTypeError(f"invalid port list {text!r}")
-    return ports
 
 
 def _slice(text: str) -> tuple[int, int]:
@@ -141,6 +127,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     tls.add_argument("--ca-dir", type=Path, metavar="D", help="where the interception CA goes")
     tls.add_argument("--onward-ca", type=Path, metavar="F", help="CA file for origins' TLS")
+    blocking = parser.add_argument_group("behaviours that block WebSocket but let HTTP pass")
+    blocking.add_argument("--refuse-connect", action=argparse.BooleanOptionalAction, default=None,
+                          help="answer every CONNECT with 405 (a forward-only proxy)")
+    blocking.add_argument("--connect-ports", type=_ports, metavar="P,P",
+                          help="ports CONNECT alone may reach (squid's SSL_ports), e.g. 443")
+    blocking.add_argument("--buffer-responses", type=int, metavar="BYTES",
+                          help="hold each forwarded response until BYTES or its end")
+    blocking.add_argument("--request-time-limit", type=float, metavar="S",
+                          help="cut forwarded requests S seconds after they started")
+    blocking.add_argument("--max-request-body", type=int, metavar="BYTES",
+                          help="forwarded requests with a larger body get 413")
+    blocking.add_argument("--reset-responses", type=_fraction, metavar="FRACTION",
+                          help="reset this fraction of forwarded responses mid-body (--seed)")
     parser.set_defaults(handler=requiring_extra("proxy", run))
 
 
@@ -162,6 +161,12 @@ def build_config(args: argparse.Namespace) -> ProxyConfig:
         "deny_status",
         "strip_upgrade",
         "transparent",
+        "refuse_connect",
+        "connect_ports",
+        "buffer_responses",
+        "request_time_limit",
+        "max_request_body",
+        "reset_responses",
         "intercept",
         "ca_dir",
     ):
