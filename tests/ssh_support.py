@@ -1,6 +1,8 @@
 """Debian's OpenSSH server as a test peer: sshd on loopback with its own
 configuration, host key and one authorised client key, all under
-``tmp_path`` (never the system's /etc/ssh)."""
+``tmp_path`` (never the system's /etc/ssh). Started like the proxy peers,
+by :func:`tunnelws_testnet.peers.run_proxy` (a :class:`Peer` is any server
+with a command line)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,13 @@ import contextlib
 import getpass
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from conftest import require_binary
-from peers import _Process, _spawn, _start_with_retry, _stop, _tail
+from peers import available
+from tunnelws_testnet.peers import Launch, find_binary, run_proxy
 
 __all__ = ["SshServer", "run_sshd"]
 
@@ -28,35 +31,43 @@ class SshServer:
 
 
 def _keygen(path: Path) -> None:
-    keygen = require_binary("ssh-keygen")
-    subprocess.run(
-        [keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, timeout=30
-    )
+    if not path.exists():
+        keygen = require_binary("ssh-keygen")
+        subprocess.run(
+            [keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, timeout=30
+        )
 
 
-@contextlib.contextmanager
-def run_sshd(tmp_path: Path) -> Iterator[SshServer]:
-    sshd = require_binary("sshd")  # an absolute path: sshd re-executes itself
-    require_binary("ssh")
-    directory = tmp_path / "sshd"
-    directory.mkdir(parents=True, exist_ok=True)
-    host_key, client_key = directory / "host_key", directory / "client_key"
-    _keygen(host_key)
-    _keygen(client_key)
-    authorized = directory / "authorized_keys"
-    authorized.write_text(client_key.with_suffix(".pub").read_text())
-    authorized.chmod(0o600)
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
-    output = directory / "sshd.out"
+@dataclass(frozen=True)
+class Sshd:
+    """sshd accepting ``client_key`` (public key authentication only)."""
 
-    def launch(port: int) -> tuple[_Process, Callable[[], str]]:
+    client_key: Path
+
+    @property
+    def name(self) -> str:
+        return "sshd"
+
+    def missing(self) -> str | None:
+        if find_binary("sshd") is None or find_binary("ssh") is None:
+            return "sshd/ssh are not installed (Debian packages openssh-server, openssh-client)"
+        return None
+
+    def launch(self, directory: Path, host: str, port: int) -> Launch:
+        sshd = require_binary("sshd")  # an absolute path: sshd re-executes itself
+        host_key = directory / "host_key"
+        _keygen(host_key)
+        authorized = directory / "authorized_keys"
+        authorized.write_text(self.client_key.with_suffix(".pub").read_text())
+        authorized.chmod(0o600)
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation
         config = directory / "sshd_config"
         config.write_text(
             "\n".join(
                 [
                     f"Port {port}",
-                    "ListenAddress 127.0.0.1",
+                    f"ListenAddress {host}",
                     f"HostKey {host_key}",
                     "PidFile none",
                     f"AuthorizedKeysFile {authorized}",
@@ -70,11 +81,23 @@ def run_sshd(tmp_path: Path) -> Iterator[SshServer]:
             )
             + "\n"
         )
-        process = _spawn([sshd, "-D", "-e", "-f", str(config)], output)
-        return process, lambda: _tail(output)
+        return Launch(
+            name="sshd",
+            argv=[sshd, "-D", "-e", "-f", str(config)],
+            host=host,
+            port=port,
+            scheme="ssh",
+            output=directory / "sshd.out",
+        )
 
-    process, port = _start_with_retry(launch)
-    try:
-        yield SshServer("127.0.0.1", port, getpass.getuser(), client_key, directory / "known")
-    finally:
-        _stop(process)
+
+@contextlib.contextmanager
+def run_sshd(tmp_path: Path) -> Iterator[SshServer]:
+    directory = tmp_path / "sshd"
+    directory.mkdir(parents=True, exist_ok=True)
+    peer = available(Sshd(directory / "client_key"))
+    _keygen(peer.client_key)
+    with run_proxy(peer, directory=directory) as process:
+        yield SshServer(
+            process.host, process.port, getpass.getuser(), peer.client_key, directory / "known"
+        )

@@ -20,6 +20,7 @@ def describe_request(
     websocket: bool,
     subprotocol: str | None = None,
     offered_subprotocols: tuple[str, ...] = (),
+    transport: str | None = None,
 ) -> dict[str, Any]:
     """The request line, headers, client address and TLS facts of one request."""
     method = request.method.decode("ascii", errors="replace")
@@ -40,6 +41,8 @@ def describe_request(
         "tls_cipher": peer.cipher,
         "alpn": peer.alpn,
         "websocket": websocket,
+        # "websocket" (an upgrade), "fallback" (the HTTP fallback) or "http".
+        "transport": transport or ("websocket" if websocket else "http"),
         "subprotocol": subprotocol,
         "offered_subprotocols": list(offered_subprotocols),
     }
