@@ -4,23 +4,27 @@ reason on a laptop without them, but fail when CI=true."""
 from __future__ import annotations
 
 import os
-import shutil
+from typing import NoReturn
 
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+def skip_or_fail(message: str) -> NoReturn:
+    """A missing system component: skip the test, or fail it under CI=true."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_binary(name: str) -> str:
     """Return the path of a system binary, or skip (fail under CI=true)."""
-    path = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
-    )
+    from tunnelws_testnet.peers import find_binary
+
+    path = find_binary(name)
     if path is None:
-        message = f"{name} is not installed (run `make test` as root to install it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(f"{name} is not installed (run `make test` as root to install it)")
     return path
 
 

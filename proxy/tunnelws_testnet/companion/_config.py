@@ -27,8 +27,14 @@ class ProxyConfig:
     Authentication (off when ``auth`` is None):
         auth: ``(user, password)`` clients must present.
         auth_scheme: ``"basic"``, ``"digest"`` (qop=auth), ``"ntlm"`` or
-            ``"negotiate"`` (NTLM inside SPNEGO; both verified by pyspnego,
-            user ``DOMAIN\\user`` or ``user``; connection-bound).
+            ``"negotiate"`` (NTLM inside SPNEGO, and Kerberos with a keytab;
+            both verified by pyspnego, user ``DOMAIN\\user`` or ``user``;
+            connection-bound).
+        keytab: for ``"negotiate"``: the service keys (``HTTP/<proxy host>``)
+            Kerberos tickets are checked against, e.g.
+            :attr:`tunnelws_testnet.kerberos.KerberosRealm.keytab`; any
+            principal the realm vouches for is accepted and logged as the
+            user. None: the keytab ``KRB5_KTNAME`` names, if any.
         realm: the challenge's realm.
         digest_algorithm: ``"MD5"`` or ``"SHA-256"``.
         close_after_407: close the connection after each 407 (clients must
@@ -81,6 +87,7 @@ class ProxyConfig:
     ssl_context: ssl.SSLContext | None = None
     auth: tuple[str, str] | None = field(default=None, repr=False)
     auth_scheme: AuthScheme = "basic"
+    keytab: Path | None = None
     realm: str = "tunnelws"
     digest_algorithm: DigestAlgorithm = "MD5"
     close_after_407: bool = False
@@ -130,6 +137,7 @@ class ProxyConfig:
             scheme=self.auth_scheme,
             realm=self.realm,
             digest_algorithm=self.digest_algorithm,
+            keytab=self.keytab,
         )
 
     def policy(self) -> Policy:

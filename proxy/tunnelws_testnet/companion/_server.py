@@ -199,6 +199,7 @@ class _Proxy:
 
         credentials_sent = head.get("proxy-authorization") is not None
         user: str | None = None
+        mechanism: str | None = None  # for NTLM/Negotiate: "ntlm" or "kerberos"
         # A transparent proxy is invisible to the client, so it cannot challenge.
         if self.authenticator is not None and (is_connect or absolute):
             result = self.authenticator.verify(
@@ -208,7 +209,7 @@ class _Proxy:
                 self.log.emit("auth-message", client=client.peer, ntlm=message)
             if not result.ok:
                 return await self._challenge(client, head, result.reason, result.stale)
-            user = result.user
+            user, mechanism = result.user, result.mechanism
 
         if is_connect and self.config.refuse_connect:
             await self._refuse(client, head, 405, "this proxy does not allow CONNECT", user=user)
@@ -227,6 +228,8 @@ class _Proxy:
             "user": user,
             "credentials": credentials_sent,
         }
+        if mechanism is not None:
+            fields["mechanism"] = mechanism
         if is_connect:
             await self._tunnel(client, host, port, fields)
         else:
