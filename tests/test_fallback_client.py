@@ -21,7 +21,7 @@ import trio
 
 from companion_support import start_proxy
 from fault_proxy import FaultProxy, serve_fault_proxy
-from peers import RunningProxy, run_squid
+from peers import run_squid
 from scripted_fallback import ScriptedFallback, event, http_reply, open_answer, sse_reply
 from scripted_proxy import ScriptedProxy, Step
 from tunnelws import (
@@ -45,26 +45,27 @@ from tunnelws._target import parse_target
 from tunnelws_testnet.companion import Toxics
 from tunnelws_testnet.fallback import FallbackConfig
 from tunnelws_testnet.origin import OriginAddresses, OriginConfig, serve_origin
+from tunnelws_testnet.peers import ProxyProcess
 
 USER, PASSWORD = "alice", "d1gest-s3cret"
 
 
 @pytest.fixture(scope="module")
-def squid_no_connect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
+def squid_no_connect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
     """squid refusing every CONNECT; forwarded requests pass (and it strips Upgrade)."""
     with run_squid(tmp_path=tmp_path_factory.mktemp("squid-no-connect"), allow_ports=()) as proxy:
         yield proxy
 
 
 @pytest.fixture(scope="module")
-def squid_default(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
+def squid_default(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
     """squid's stock policy: CONNECT only to 443, forwarded requests allowed."""
     with run_squid(tmp_path=tmp_path_factory.mktemp("squid-default")) as proxy:
         yield proxy
 
 
 @pytest.fixture(scope="module")
-def squid_digest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
+def squid_digest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
     with run_squid(
         tmp_path=tmp_path_factory.mktemp("squid-digest"),
         allow_ports=(),
