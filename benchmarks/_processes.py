@@ -1,4 +1,5 @@
-"""Starting the peers a benchmark measures against, each in its own process."""
+"""Starting a benchmark's origin in its own process (the proxies come from
+tunnelws_testnet.peers)."""
 
 from __future__ import annotations
 

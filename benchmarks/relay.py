@@ -8,7 +8,9 @@ the client and the sink/echo origin are the same for all.
 
     .venv/bin/python benchmarks/relay.py [--seconds 10] [--rounds 5]
 
-squid comes from Debian (skipped with a note when it is not installed).
+The proxies are started by tunnelws_testnet.peers (the same definitions the
+tests and the harness use); squid comes from Debian (skipped with a note when
+it is not installed).
 """
 
 from __future__ import annotations
@@ -20,15 +22,14 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import trio
 
 import tunnelws
 from _processes import spawn
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from tunnelws_testnet.peers import CompanionProxy, Pproxy, Squid, open_proxy
 
 ORIGIN_SCRIPT = """
 import asyncio
@@ -56,26 +57,26 @@ asyncio.run(main())
 CHUNK = b"\x5a" * 65536
 
 
-@contextlib.contextmanager
-def squid() -> Iterator[str | None]:
-    try:
-        from peers import run_squid
-    except ImportError:
+@contextlib.asynccontextmanager
+async def squid(directory: Path) -> AsyncIterator[str | None]:
+    """squid allowing CONNECT to any port, or None (with a note) when it is missing."""
+    peer = Squid(allow_ports=None)
+    reason = peer.missing()
+    if reason is not None:
+        print(f"  squid: not measured ({reason})", file=sys.stderr)
         yield None
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            with run_squid(tmp_path=Path(tmp), allow_ports=None) as proxy:
-                yield proxy.url
-        except BaseException as exc:  # not installed (pytest's skip) or failed to start
-            if exc.__class__.__name__ in ("Skipped", "Failed", "PeerStartError"):
-                print(f"  squid: not measured ({exc})", file=sys.stderr)
-                yield None
-            else:
-                raise
+    async with open_proxy(peer, directory=directory) as proxy:
+        yield proxy.url
 
 
-async def throughput_mb_s(proxy: str | None, port: int, tunnels: int, seconds: float) -> float:
+async def throughput_mb_s(
+    proxy: str | None, port: int, tunnels: int, seconds: float, *, delivered: bool = False
+) -> float:
+    """MB/s written into ``tunnels`` tunnels to the discard port. With
+    ``delivered``, the clock stops only when the discard origin has read
+    everything (each tunnel half-closed, then its EOF awaited), so bytes still
+    sitting in socket buffers along a long chain do not count as moved."""
     total = 0
     streams = [
         await tunnelws.open_tunnel("127.0.0.1", port, scheme="http", proxy=proxy)
@@ -88,6 +89,10 @@ async def throughput_mb_s(proxy: str | None, port: int, tunnels: int, seconds: f
         while trio.current_time() < deadline:
             await stream.send_all(CHUNK)
             total += len(CHUNK)
+        if delivered:
+            await stream.send_eof()  # type: ignore[attr-defined]
+            while await stream.receive_some():
+                pass
 
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
@@ -118,38 +123,36 @@ async def measure(seconds: float, rounds: int) -> list[tuple[str, float, float, 
     """Interleaved rounds, proxy order rotating, medians reported: on a
     2-core machine a single pass mostly measures what else was running."""
     origin_ready = re.compile(rb"^(\d+) (\d+)\s", re.M)
+    with tempfile.TemporaryDirectory(prefix="tunnelws-relay-") as tmp:
+        return await _measure(Path(tmp), origin_ready, seconds, rounds)
+
+
+async def _measure(
+    directory: Path, origin_ready: re.Pattern[bytes], seconds: float, rounds: int
+) -> list[tuple[str, float, float, float]]:
     async with (
         spawn([sys.executable, "-u", "-c", ORIGIN_SCRIPT], origin_ready) as ports,
-        spawn(
-            [sys.executable, "-u", "-m", "tunnelws", "proxy"],
-            re.compile(rb"listening on (http://\S+)"),
-        ) as companion,
-        spawn(
-            [sys.executable, "-u", "-m", "pproxy", "-l", "http://127.0.0.1:0"],
-            re.compile(rb"Serving on .*?:(\d+) by http"),
-        ) as pproxy,
+        open_proxy(CompanionProxy(), directory=directory) as companion,
+        open_proxy(Pproxy(), directory=directory) as pproxy,
+        squid(directory) as squid_url,
     ):
         echo_port, discard_port = int(ports.group(1)), int(ports.group(2))
-        with squid() as squid_url:
-            proxies = {
-                "tunnelws proxy": companion.group(1).decode(),
-                "pproxy": f"http://127.0.0.1:{int(pproxy.group(1))}",
-            }
-            if squid_url:
-                proxies["squid"] = squid_url
-            samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in proxies}
-            slice_ = seconds / rounds
-            for round_ in range(rounds):
-                names = list(proxies)
-                names = names[round_ % len(names) :] + names[: round_ % len(names)]
-                for name in names:
-                    url = proxies[name]
-                    one = await throughput_mb_s(url, discard_port, 1, slice_)
-                    hundred = await throughput_mb_s(url, discard_port, 100, slice_)
-                    # Paired with a direct sample taken right before it.
-                    direct = await median_round_trip_us(None, echo_port, slice_ / 2)
-                    added = await median_round_trip_us(url, echo_port, slice_ / 2) - direct
-                    samples[name].append((one, hundred, added))
+        proxies = {"tunnelws proxy": companion.url, "pproxy": pproxy.url}
+        if squid_url:
+            proxies["squid"] = squid_url
+        samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in proxies}
+        slice_ = seconds / rounds
+        for round_ in range(rounds):
+            names = list(proxies)
+            names = names[round_ % len(names) :] + names[: round_ % len(names)]
+            for name in names:
+                url = proxies[name]
+                one = await throughput_mb_s(url, discard_port, 1, slice_)
+                hundred = await throughput_mb_s(url, discard_port, 100, slice_)
+                # Paired with a direct sample taken right before it.
+                direct = await median_round_trip_us(None, echo_port, slice_ / 2)
+                added = await median_round_trip_us(url, echo_port, slice_ / 2) - direct
+                samples[name].append((one, hundred, added))
     rows = []
     for name, values in samples.items():
         one, hundred, added = (statistics.median(column) for column in zip(*values, strict=True))

@@ -28,11 +28,13 @@ import random
 import re
 import statistics
 import sys
+import tempfile
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import trio
@@ -41,6 +43,7 @@ import websockets.trio.client
 
 import tunnelws
 from _processes import spawn
+from tunnelws_testnet.peers import Pproxy, open_proxy
 
 ORIGIN_SCRIPT = """
 import asyncio, sys
@@ -79,14 +82,12 @@ class Peers:
 
 @asynccontextmanager
 async def peers() -> AsyncIterator[Peers]:
-    async with (
-        spawn([sys.executable, "-u", "-c", ORIGIN_SCRIPT], re.compile(rb"^(\d+)\s", re.M)) as o,
-        spawn(
-            [sys.executable, "-u", "-m", "pproxy", "-l", "http://127.0.0.1:0"],
-            re.compile(rb"Serving on .*?:(\d+) by http"),
-        ) as p,
-    ):
-        yield Peers(f"ws://127.0.0.1:{int(o.group(1))}/", f"http://127.0.0.1:{int(p.group(1))}")
+    with tempfile.TemporaryDirectory(prefix="tunnelws-bench-") as tmp:
+        async with (
+            spawn([sys.executable, "-u", "-c", ORIGIN_SCRIPT], re.compile(rb"^(\d+)\s", re.M)) as o,
+            open_proxy(Pproxy(), directory=Path(tmp)) as pproxy,
+        ):
+            yield Peers(f"ws://127.0.0.1:{int(o.group(1))}/", pproxy.url)
 
 
 # -- the two clients behind one tiny interface -----------------------------------

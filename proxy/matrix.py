@@ -509,9 +509,14 @@ def _https_proxy(evidence: Evidence) -> Explanation | None:
     return ("gets no request through to an `https://` proxy (TLS to the proxy)", "")
 
 
+# The catalogue ids these explainers are about (tests/test_catalogue.py checks them).
+IDLE_SCENARIO = "idle-timeout"
+RESET_SCENARIO = "tunnel-reset"
+
+
 def _idle(evidence: Evidence) -> Explanation | None:
     result = evidence.result
-    if evidence.scenario != "idle-timeout" or not (result.get("stdout") or "").strip():
+    if evidence.scenario != IDLE_SCENARIO or not (result.get("stdout") or "").strip():
         return None
     ended = [e.get("end") for e in proxy_log_events(result) if e.get("event") == "tunnel"]
     if "idle-timeout" not in ended:
@@ -525,7 +530,7 @@ def _idle(evidence: Evidence) -> Explanation | None:
 
 def _reset(evidence: Evidence) -> Explanation | None:
     result = evidence.result
-    if evidence.scenario != "tunnel-reset" or not result.get("timed_out"):
+    if evidence.scenario != RESET_SCENARIO or not result.get("timed_out"):
         return None
     limit = f"{result.get('time_limit', 0):g} s"
     if last_error(result):

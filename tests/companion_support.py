@@ -18,6 +18,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.trio.server import ServerConnection, serve
 
+import tunnelws
 from conftest import require_binary
 from tunnelws_testnet.companion import ProxyConfig, RunningProxy, serve_proxy
 
@@ -25,6 +26,7 @@ __all__ = [
     "Origin",
     "OriginCA",
     "RawReply",
+    "echo_through",
     "raw_connect",
     "run_curl",
     "start_origin",
@@ -101,6 +103,21 @@ async def start_origin(nursery: trio.Nursery, ssl_context: ssl.SSLContext | None
     )
     origin.port = server.listeners[0].socket.getsockname()[1]
     return origin
+
+
+async def echo_through(
+    url: str, port: int, trace: list[str] | None = None, **options: Any
+) -> bytes:
+    """Open a tunnel to 127.0.0.1:``port`` (a TCP echo) through the proxy
+    ``url``, send ``ping``, return what comes back; trace lines go to ``trace``."""
+    lines = trace if trace is not None else []
+    stream = await tunnelws.open_tunnel(
+        "127.0.0.1", port, proxy=url, trace=lines.append, connect_timeout=5, **options
+    )
+    async with stream:
+        await stream.send_all(b"ping")
+        with trio.fail_after(5):
+            return bytes(await stream.receive_some(100))
 
 
 async def start_tcp_echo(nursery: trio.Nursery, host: str = "127.0.0.1") -> int:

@@ -4,8 +4,8 @@ reason on a laptop without them, but fail when CI=true."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -14,16 +14,20 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 NODE_MODULES = Path(__file__).resolve().parent.parent / "proxy/adapters/node_ws/node_modules"
 
 
+def skip_or_fail(message: str) -> NoReturn:
+    """A missing system component: skip the test, or fail it under CI=true."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_binary(name: str) -> str:
     """Return the path of a system binary, or skip (fail under CI=true)."""
-    path = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
-    )
+    from tunnelws_testnet.peers import find_binary
+
+    path = find_binary(name)
     if path is None:
-        message = f"{name} is not installed (run `make test` as root to install it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(f"{name} is not installed (run `make test` as root to install it)")
     return path
 
 
@@ -33,10 +37,9 @@ def require_node_ws() -> str:
     under CI=true). Scripts load `ws` from WS_MODULES_DIR=NODE_MODULES."""
     node = require_binary("node")
     if not (NODE_MODULES / "ws").is_dir():
-        message = "Node `ws` is not installed: run `make test` (npm ci in proxy/adapters/node_ws)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(
+            "Node `ws` is not installed: run `make test` (npm ci in proxy/adapters/node_ws)"
+        )
     return node
 
 

@@ -6,9 +6,7 @@ import base64
 import doctest
 import hashlib
 import re
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from peers import run_pproxy
 from tunnelws._auth import (
     Challenge,
     Credentials,
@@ -611,29 +610,10 @@ def test_non_ascii_realm_is_hashed_as_the_proxy_sent_it() -> None:
 
 
 @pytest.fixture
-async def pproxy_port() -> AsyncIterator[int]:
+def pproxy_port(tmp_path: Path) -> Iterator[int]:
     """A pproxy HTTP proxy on loopback demanding Basic alice/PASSWORD on every CONNECT."""
-    listen = f"http://127.0.0.1:0#alice:{PASSWORD}"
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-u", "-m", "pproxy", "-l", listen, "--auth", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        assert process.stdout is not None
-        output = b""
-        with trio.fail_after(15):
-            while b"\n" not in output:
-                chunk = await process.stdout.receive_some(4096)
-                assert chunk, f"pproxy exited: {output!r}"
-                output += chunk
-        match = re.search(rb"127\.0\.0\.1:(\d+)", output)
-        assert match, output
-        yield int(match.group(1))
-    finally:
-        process.kill()
-        with trio.move_on_after(5):
-            await process.wait()
+    with run_pproxy(auth=("alice", PASSWORD), tmp_path=tmp_path) as proxy:
+        yield proxy.port
 
 
 async def echo_origin(nursery: trio.Nursery) -> int:

@@ -1,7 +1,9 @@
-"""``check`` against loopback equivalents of the scenario catalogue
-(/work/shared/scenarios.md): the companion proxy stands in for each network,
-and the table says which step must break and which cause ``check`` must name.
-Real squid covers the port-443 policy of a third-party proxy."""
+"""``check`` against loopback equivalents of the harness's scenario catalogue
+(``tunnelws_testnet.harness.CATALOGUE``, docs/harness.md): the companion proxy
+stands in for each network, and the table, keyed by catalogue ids, says which
+step must break and which cause ``check`` must name; the failure category is
+the catalogue's expectation. Real squid covers the port-443 policy of a
+third-party proxy."""
 
 from __future__ import annotations
 
@@ -16,129 +18,135 @@ import trio
 from peers import run_squid
 from tunnelws._check import CheckOptions, CheckReport, run_check
 from tunnelws_testnet.companion import ProxyConfig, ReplyQuirks, Toxics, serve_proxy
+from tunnelws_testnet.harness import BY_ID
 from tunnelws_testnet.origin import LocalCA, OriginAddresses
 
 USER, PASSWORD = "alice", "s3cret pass"
 
 
 @dataclass(frozen=True)
-class Scenario:
-    """A catalogue row: the proxy's behaviour, the URL kind, check's options,
-    and the expected outcome (``step``/``cause`` None: the path works)."""
+class CheckCase:
+    """How ``check`` meets one catalogue scenario here: the companion's
+    behaviour, the URL kind and check's options, and where the walk must stop
+    (``step``/``cause`` None: the path works).
+
+    The category is the catalogue's expectation; ``expect`` overrides it
+    only where ``check`` by design sees what a correct client does not.
+    """
 
     proxy: dict[str, Any] | None
     secure: bool
     step: str | None
     cause: str | None = None
-    category: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     credentials: bool = False
+    expect: str | None = None
+
+    def category(self, scenario_id: str) -> str | None:
+        expect = self.expect or BY_ID[scenario_id].expect
+        return None if expect == "pass" else expect.removeprefix("fail:")
 
 
-SCENARIOS: dict[str, Scenario] = {
-    "proxy-ws": Scenario({}, False, None),
-    "proxy-wss": Scenario({}, True, None),
-    "auth-basic": Scenario({"auth": (USER, PASSWORD)}, True, None, credentials=True),
-    "auth-digest": Scenario(
+#: Keyed by catalogue id (tests/test_catalogue.py checks every key is one).
+CHECKS: dict[str, CheckCase] = {
+    "proxy-ws": CheckCase({}, False, None),
+    "proxy-wss": CheckCase({}, True, None),
+    "auth-basic": CheckCase({"auth": (USER, PASSWORD)}, True, None, credentials=True),
+    "auth-digest": CheckCase(
         {"auth": (USER, PASSWORD), "auth_scheme": "digest"}, False, None, credentials=True
     ),
-    "auth-407-close": Scenario(
+    "auth-407-close": CheckCase(
         {"auth": (USER, PASSWORD), "auth_scheme": "digest", "close_after_407": True},
         False,
         None,
         credentials=True,
     ),
-    "auth-basic-missing": Scenario(
-        {"auth": (USER, PASSWORD)}, False, "connect", "auth-missing", "proxy-auth"
+    "auth-basic-missing": CheckCase(
+        {"auth": (USER, PASSWORD)}, False, "connect", "auth-missing"
     ),
-    "auth-basic-wrong": Scenario(
+    "auth-basic-wrong": CheckCase(
         {"auth": (USER, PASSWORD)},
         False,
         "connect",
         "auth-rejected",
-        "proxy-auth",
         options={"proxy_auth": (USER, "wrong")},
     ),
-    "ports-443-only": Scenario(
-        {"allow_ports": frozenset({443})}, False, "connect", "port-policy", "proxy-refused"
+    "ports-443-only-ws": CheckCase(
+        {"allow_ports": frozenset({443})}, False, "connect", "port-policy"
     ),
-    "domain-deny": Scenario(
-        {"deny_hosts": ("127.0.0.0/8",)}, False, "connect", "host-denied", "proxy-refused"
+    "domain-deny": CheckCase(
+        {"deny_hosts": ("127.0.0.0/8",)}, False, "connect", "host-denied"
     ),
-    "proxy-http10": Scenario({"quirks": ReplyQuirks(http10=True)}, True, None),
-    "proxy-2xx-quirks": Scenario(
+    "proxy-http10": CheckCase({"quirks": ReplyQuirks(http10=True)}, True, None),
+    "proxy-2xx-quirks": CheckCase(
         {"quirks": ReplyQuirks(connection_close=True, content_length=True)}, False, None
     ),
-    "proxy-dribble": Scenario({"quirks": ReplyQuirks(dribble=True)}, False, None),
-    "proxy-error-html": Scenario(
+    "proxy-dribble": CheckCase({"quirks": ReplyQuirks(dribble=True)}, False, None),
+    "proxy-error-html": CheckCase(
         {"quirks": ReplyQuirks(reply_status=502)},
         False,
         "connect",
         "origin-unreachable-from-proxy",
-        "proxy-refused",
     ),
-    "proxy-garbage": Scenario(
-        {"quirks": ReplyQuirks(garbage=True)}, False, "connect", "not-http", "proxy-protocol"
+    "proxy-garbage": CheckCase(
+        {"quirks": ReplyQuirks(garbage=True)}, False, "connect", "not-http"
     ),
-    "proxy-close": Scenario(
+    "proxy-close": CheckCase(
         {"quirks": ReplyQuirks(close_without_reply=True)},
         False,
         "connect",
         "proxy-closed",
-        "proxy-protocol",
     ),
-    "proxy-silent": Scenario(
+    "proxy-silent": CheckCase(
         {"quirks": ReplyQuirks(never_reply=True)},
         False,
         "connect",
         "proxy-silent",
-        "timeout",
         options={"connect_timeout": 0.5},
     ),
-    "proxy-huge-headers": Scenario(
+    "proxy-huge-headers": CheckCase(
         {"quirks": ReplyQuirks(huge_headers=True)},
         False,
         "connect",
         "huge-headers",
-        "proxy-protocol",
     ),
-    "tls-intercept-untrusted": Scenario({"intercept": True}, True, "tls", "tls-intercepted", "tls"),
-    "idle-timeout": Scenario(
+    "tls-intercept-untrusted": CheckCase({"intercept": True}, True, "tls", "tls-intercepted"),
+    "idle-timeout": CheckCase(
         {"toxics": Toxics(idle_timeout=0.6)},
         False,
         "idle",
         "idle-timeout",
-        "connection-lost",
         options={"idle": 1.2},
+        # check holds the tunnel idle without pings, so it meets the close a
+        # client without keepalive meets (a correct client pings and passes).
+        expect="fail:connection-lost",
     ),
-    "tunnel-reset": Scenario(
+    "tunnel-reset": CheckCase(
         {"toxics": Toxics(reset_after_bytes=20_000)},
         False,
         "echo",
         "tunnel-reset",
-        "connection-lost",
     ),
-    "auth-ntlm": Scenario(
+    "auth-ntlm": CheckCase(
         {"auth": ("CORP\\alice", "ntlm-pass"), "auth_scheme": "ntlm"},
         False,
         None,
         options={"proxy_auth": ("CORP\\alice", "ntlm-pass")},
     ),
-    "auth-ntlm-wrong": Scenario(
+    "auth-ntlm-wrong": CheckCase(
         {"auth": ("CORP\\alice", "ntlm-pass"), "auth_scheme": "ntlm"},
         False,
         "connect",
         "auth-rejected",
-        "proxy-auth",
         options={"proxy_auth": ("CORP\\alice", "wrong")},
     ),
-    "bandwidth-limit": Scenario(
+    "bandwidth-limit": CheckCase(
         {"toxics": Toxics(bandwidth=512 * 1024)},
         False,
         None,
         options={"message_timeout": 30.0},
     ),
-    "slow-link": Scenario(
+    "slow-link": CheckCase(
         {"toxics": Toxics(latency_up=0.02, latency_down=0.02, slice_min=16, slice_max=512, seed=3)},
         False,
         None,
@@ -151,51 +159,55 @@ async def _check_through(
     nursery: trio.Nursery,
     origin: OriginAddresses,
     test_ca: LocalCA,
-    scenario: Scenario,
+    case: CheckCase,
 ) -> tuple[CheckReport, Any]:
-    config: dict[str, Any] = dict(scenario.proxy or {})
+    config: dict[str, Any] = dict(case.proxy or {})
     if config.get("intercept"):
         config["onward_ssl_context"] = test_ca.client_context()
     proxy = await nursery.start(serve_proxy, ProxyConfig(**config))
     options = CheckOptions(proxy=proxy.url, ssl_context=test_ca.client_context())
-    if scenario.credentials:
+    if case.credentials:
         options = replace(options, proxy_auth=(USER, PASSWORD))
-    options = replace(options, **scenario.options)
-    url = origin.wss_url() if scenario.secure else origin.ws_url()
+    options = replace(options, **case.options)
+    url = origin.wss_url() if case.secure else origin.ws_url()
     with trio.fail_after(60):
         return await run_check(url, options), proxy
 
 
-def _assert_outcome(report: CheckReport, scenario: Scenario) -> None:
+def _assert_outcome(report: CheckReport, case: CheckCase, scenario_id: str) -> None:
     failure = report.failure
-    if scenario.step is None:
+    category = case.category(scenario_id)
+    # A path that works is one a correct client passes, and the reverse.
+    assert (case.step is None) == (category is None), scenario_id
+    if case.step is None:
         assert failure is None, f"unexpected failure: {failure}"
         assert report.exit_code == 0
         assert [s.name for s in report.steps if s.status == "ok"][-1] in ("echo", "sse", "idle")
         return
-    assert failure is not None, f"expected {scenario.cause}, got success: {report.steps}"
+    assert failure is not None, f"expected {case.cause}, got success: {report.steps}"
     assert failure.diagnosis is not None
     assert (failure.name, failure.diagnosis.cause, failure.diagnosis.category) == (
-        scenario.step,
-        scenario.cause,
-        scenario.category,
+        case.step,
+        case.cause,
+        category,
     ), failure
     assert report.exit_code == failure.diagnosis.exit_code != 0
     assert failure.diagnosis.remedy
-    # The walk stops at the broken step.
-    assert report.steps[-1] is failure
+    # The walk stops at the broken step; only the HTTP fallback's may follow.
+    after = report.steps[report.steps.index(failure) + 1 :]
+    assert [step.name for step in after] in ([], ["fallback"])
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", list(CHECKS))
 async def test_scenario(
     name: str, nursery: trio.Nursery, origin: OriginAddresses, test_ca: LocalCA
 ) -> None:
-    scenario = SCENARIOS[name]
-    report, proxy = await _check_through(nursery, origin, test_ca, scenario)
-    _assert_outcome(report, scenario)
+    case = CHECKS[name]
+    report, proxy = await _check_through(nursery, origin, test_ca, case)
+    _assert_outcome(report, case, name)
     # Credentials never appear in the report.
     assert PASSWORD not in str(report.to_dict())
-    if scenario.step == "connect":
+    if case.step == "connect":
         # At most two CONNECTs for the tunnel (+1 probe to port 443 after a 403).
         assert proxy.stats.connects <= 3
 
@@ -203,7 +215,7 @@ async def test_scenario(
 async def test_auth_accepted_is_reported(
     nursery: trio.Nursery, origin: OriginAddresses, test_ca: LocalCA
 ) -> None:
-    report, _ = await _check_through(nursery, origin, test_ca, SCENARIOS["auth-basic"])
+    report, _ = await _check_through(nursery, origin, test_ca, CHECKS["auth-basic"])
     connect = report.step("connect")
     assert connect is not None and "Basic credentials accepted" in connect.summary
     assert any("Proxy-Authorization: Basic ***" in d for d in connect.details)
@@ -212,11 +224,11 @@ async def test_auth_accepted_is_reported(
 async def test_ports_443_only_wss_on_its_port_passes(
     nursery: trio.Nursery, origin: OriginAddresses, test_ca: LocalCA
 ) -> None:
-    """The other half of ports-443-only: wss:// to the allowed (TLS) port works."""
+    """ports-443-only-wss: wss:// to the allowed (TLS) port works."""
     assert origin.https is not None
-    scenario = Scenario({"allow_ports": frozenset({443, origin.https[1]})}, True, None)
-    report, _ = await _check_through(nursery, origin, test_ca, scenario)
-    _assert_outcome(report, scenario)
+    case = CheckCase({"allow_ports": frozenset({443, origin.https[1]})}, True, None)
+    report, _ = await _check_through(nursery, origin, test_ca, case)
+    _assert_outcome(report, case, "ports-443-only-wss")
 
 
 async def test_https_proxy_tls_in_tls(
@@ -263,7 +275,7 @@ async def test_tls_intercept_trusted_is_a_warning(
 async def test_transparent_proxy_stripping_upgrade(
     nursery: trio.Nursery, origin: OriginAddresses, test_ca: LocalCA
 ) -> None:
-    """transparent-80: no proxy configured, plain traffic redirected to a
+    """transparent-80-ws: no proxy configured, plain traffic redirected to a
     filter that strips Upgrade (--connect-to stands in for the redirect)."""
     proxy = await nursery.start(serve_proxy, ProxyConfig(transparent=True, strip_upgrade=True))
     options = CheckOptions(proxy=None, connect_to=(proxy.host, proxy.port))
@@ -272,17 +284,20 @@ async def test_transparent_proxy_stripping_upgrade(
     assert failure is not None and failure.name == "upgrade"
     assert failure.diagnosis is not None
     assert failure.diagnosis.cause == "upgrade-stripped"
-    assert failure.diagnosis.category == "handshake" and report.exit_code == 10
+    assert failure.diagnosis.category == BY_ID["transparent-80-ws"].expected_category
+    assert report.exit_code == 10
     assert "Via" in " ".join(failure.details)  # /info shows the proxy's Via header
     assert "stripped Upgrade" in " ".join(failure.details)
     assert proxy.stats.forwards >= 1
 
 
 async def test_direct_refused(origin: OriginAddresses) -> None:
+    """blocked-reject: nothing listens, no proxy."""
     report = await run_check(f"ws://127.0.0.1:{_closed_port()}/echo", CheckOptions(proxy=None))
     failure = report.failure
     assert failure is not None and failure.name == "tcp"
     assert failure.diagnosis is not None and failure.diagnosis.cause == "tcp-refused"
+    assert failure.diagnosis.category == BY_ID["blocked-reject"].expected_category
     assert report.exit_code == 4
 
 
@@ -334,12 +349,13 @@ async def test_route_explains_the_loopback_rule(origin: OriginAddresses) -> None
 
 
 async def test_squid_port_policy(origin: OriginAddresses, test_ca: LocalCA, tmp_path: Path) -> None:
-    """Real squid with its stock CONNECT policy (443 only)."""
+    """ports-443-only-ws through real squid with its stock CONNECT policy (443 only)."""
     with run_squid(tmp_path=tmp_path, allow_ports=(443,)) as squid:
         report = await run_check(origin.ws_url(), CheckOptions(proxy=squid.url))
     failure = report.failure
     assert failure is not None and failure.name == "connect"
     assert failure.diagnosis is not None and failure.diagnosis.cause == "port-policy"
+    assert failure.diagnosis.category == BY_ID["ports-443-only-ws"].expected_category
     assert "use wss:// on port 443" in failure.diagnosis.remedy
     assert report.exit_code == 7
 
@@ -371,6 +387,7 @@ def _closed_port() -> int:
 
 
 async def test_ipv6_origin_through_the_proxy(nursery: trio.Nursery) -> None:
+    """proxy-ipv6-target: the CONNECT carries the bracketed literal."""
     from tunnelws_testnet.origin import OriginConfig, serve_origin
 
     try:

@@ -15,7 +15,7 @@ import trio
 
 from companion_support import run_curl, start_origin
 from tunnelws.cli import build_parser
-from tunnelws.cli.proxy import build_config
+from tunnelws_testnet.cli.proxy import build_config
 from tunnelws_testnet.companion import PROFILES
 
 
@@ -103,12 +103,10 @@ async def test_cli_serves_until_ctrl_c_and_exits_zero(
     events = [json.loads(line) for line in log.read_text().splitlines()]
     assert [e["status"] for e in events] == [407, 403]
     assert events[1]["user"] == "u" and "pw" not in log.read_text()
-    async with cli_proxy("--profile", "squid-default", "--allow-ports", str(origin.port)) as (
-        lines,
-        _,
-    ):
+    async with cli_proxy("--profile", "squid-default") as (lines, _):
         url = lines[0].removeprefix("tunnelws proxy listening on ")
-        assert (await run_curl("-p", "-x", url, origin.http_url)).returncode == 0
+        # Like squid: forwarded requests go to any Safe_port (1025-65535 too).
+        assert (await run_curl("-x", url, origin.http_url)).returncode == 0
 
 
 async def test_cli_intercepting_profile_prints_the_ca(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 import trio
 import trustme
 
-from peers import RunningProxy, run_pproxy
+from peers import run_pproxy
 from sse_support import Reply, ScriptedSSEServer
 from tunnelws._errors import (
     ConnectionLostError,
@@ -30,6 +30,7 @@ from tunnelws._event_stream import EventStream, ReadyState, open_event_stream
 from tunnelws._sse import ServerSentEvent
 from tunnelws._target import Target, parse_target
 from tunnelws._transport import open_origin_stream
+from tunnelws_testnet.peers import ProxyProcess
 
 E = ServerSentEvent
 FAST_RETRY = b"retry: 10\n\n"
@@ -498,13 +499,13 @@ async def test_https_url(nursery: trio.Nursery, tls_pair: tuple[ssl.SSLContext, 
 
 
 @pytest.fixture
-def pproxy(tmp_path: Path) -> Iterator[RunningProxy]:
+def pproxy(tmp_path: Path) -> Iterator[ProxyProcess]:
     with run_pproxy(auth=("sse-user", "sse-pass"), tmp_path=tmp_path) as proxy:
         yield proxy
 
 
 async def test_through_pproxy_with_auth_and_resume(
-    nursery: trio.Nursery, pproxy: RunningProxy
+    nursery: trio.Nursery, pproxy: ProxyProcess
 ) -> None:
     server, url = await start(
         nursery,
@@ -523,7 +524,7 @@ async def test_through_pproxy_with_auth_and_resume(
     assert "sse-pass" not in "\n".join(lines)
 
 
-async def test_proxy_auth_failure_is_typed(nursery: trio.Nursery, pproxy: RunningProxy) -> None:
+async def test_proxy_auth_failure_is_typed(nursery: trio.Nursery, pproxy: ProxyProcess) -> None:
     server, url = await start(nursery, Reply(body=[b"data: never\n\n"]))
     with pytest.raises(ProxyAuthError) as info:
         async with open_event_stream(url, proxy=pproxy.url, connect_timeout=5.0):
@@ -646,7 +647,7 @@ async def test_cli_direct_connect_refused() -> None:
     assert result.stderr.decode().startswith("tunnelws: connect: ")
 
 
-async def test_cli_through_pproxy(nursery: trio.Nursery, pproxy: RunningProxy) -> None:
+async def test_cli_through_pproxy(nursery: trio.Nursery, pproxy: ProxyProcess) -> None:
     _, url = await start(nursery, Reply(body=[b"data: tunnelled\n\n"], hold=True))
     result = await run_cli(
         url, "--proxy", pproxy.url, "--proxy-user", "sse-user:sse-pass", "--count", "1", "-v"

@@ -17,47 +17,27 @@ from tunnelws_testnet.harness._firewall import ruleset
 from tunnelws_testnet.harness._netns import install_system_ca
 from tunnelws_testnet.harness._network import _client_env, _proxy_url, pac_script
 from tunnelws_testnet.harness._observe import (
-    NtlmMessage,
     Observation,
-    ProxyRequest,
     flags_for,
+    request_host,
+    scenario_problems,
+)
+from tunnelws_testnet.harness._report import junit_xml, load_runs, report_html, write_report
+from tunnelws_testnet.harness._runner import RunResult, ScenarioResult, _echoed, _judge
+from tunnelws_testnet.peers import (
+    NtlmMessage,
+    ProxyRequest,
     parse_companion_log,
     parse_microsocks_log,
     parse_ntlm_messages,
     parse_pproxy_log,
     parse_squid_log,
     parse_tinyproxy_log,
-    request_host,
-    scenario_problems,
 )
-from tunnelws_testnet.harness._report import junit_xml, load_runs, report_html, write_report
-from tunnelws_testnet.harness._runner import RunResult, ScenarioResult, _echoed, _judge
 
 
 def scenario(sid: str):  # type: ignore[no-untyped-def]
     return next(s for s in CATALOGUE if s.id == sid)
-
-
-def test_catalogue_ids_unique_and_expectations_known() -> None:
-    ids = [s.id for s in CATALOGUE]
-    assert len(ids) == len(set(ids))
-    for s in CATALOGUE:
-        assert s.expect == "pass" or s.expected_category in EXIT_CODES, s.id
-        assert s.time_limit > 0 and s.scheme in ("ws", "wss")
-    # Every catalogue row of ../shared/scenarios.md, sections A-G.
-    groups = {s.catalogue_id for s in CATALOGUE}
-    assert {
-        "open-direct",
-        "proxy-no-dns",
-        "auth-ntlm",
-        "ports-443-only",
-        "transparent-80",
-        "tls-intercept-trusted",
-        "tls-intercept-system-store",
-        "bandwidth-limit",
-        "socks5h",
-        "pac-failover",
-    } <= groups
 
 
 def test_exit_codes_match_tunnelws_taxonomy() -> None:

@@ -12,7 +12,13 @@ import pytest
 import trio
 
 import tunnelws
-from companion_support import run_curl, start_proxy, start_tcp_echo, wait_until_idle
+from companion_support import (
+    echo_through,
+    run_curl,
+    start_proxy,
+    start_tcp_echo,
+    wait_until_idle,
+)
 from tunnelws._auth import ProxyAuthenticator
 from tunnelws._connect import ProxyReply
 from tunnelws_testnet.companion._ntlm import describe_ntlm_message
@@ -27,17 +33,6 @@ EXTENDED_SESSION_SECURITY = 0x00080000
 
 def proxy_url(proxy: Any, user: str = USER, password: str = PASSWORD) -> str:
     return f"http://{quote(user, safe='')}:{quote(password, safe='')}@{proxy.host}:{proxy.port}"
-
-
-async def echo_through(url: str, port: int, **kwargs: Any) -> bytes:
-    lines: list[str] = []
-    stream = await tunnelws.open_tunnel(
-        "127.0.0.1", port, proxy=url, trace=lines.append, connect_timeout=5, **kwargs
-    )
-    async with stream:
-        await stream.send_all(b"ping")
-        with trio.fail_after(5):
-            return bytes(await stream.receive_some(100))
 
 
 async def start(nursery: trio.Nursery, scheme: str, **options: Any) -> tuple[Any, list[Any]]:

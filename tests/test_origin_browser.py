@@ -3,10 +3,6 @@ bundled browser download), directly and through a real proxy (pproxy)."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +11,7 @@ import trio
 
 from conftest import require_binary
 from origin_support import origin_ca, running_origin
+from peers import run_pproxy
 from tunnelws_testnet.origin import LocalCA, OriginAddresses
 
 __all__ = ["origin_ca"]  # fixture re-export
@@ -30,39 +27,12 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def pproxy(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """A real HTTP proxy (pproxy -v) in a subprocess: its port and its log file.
-
-    Killed by PID afterwards.
-    """
-    port = _free_port()
-    log = tmp_path / "pproxy.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-u", "-m", "pproxy", "-v", "-l", f"http://127.0.0.1:{port}"],
-            stdout=log_file, stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    pytest.fail("pproxy did not start")
-                time.sleep(0.05)
-        yield port, log
-    finally:
-        process.kill()
-        process.wait(timeout=5)
+    """A real HTTP proxy (pproxy -v): its port and its log file; stopped by PID."""
+    with run_pproxy(tmp_path=tmp_path) as proxy:
+        assert proxy.log_path is not None
+        yield proxy.port, proxy.log_path
 
 
 def _check_page(

@@ -27,15 +27,16 @@ from pathlib import Path
 import pytest
 import trio
 
-import peers
 from conftest import require_binary
-from peers import (
-    SQUID_BASIC_REALM,
-    SQUID_DIGEST_REALM,
-    RunningProxy,
-    run_pproxy,
-    run_squid,
-    run_tinyproxy,
+from peers import run_pproxy, run_squid, run_tinyproxy
+from tunnelws_testnet.peers import (
+    BASIC_REALM,
+    DIGEST_REALM,
+    STOCK_SAFE_PORTS,
+    PeerStartError,
+    ProxyProcess,
+    _run,
+    squid_config,
 )
 
 USER, PASSWORD = "alice", "s3cret-Pw"
@@ -199,13 +200,13 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def open_to(proxy: RunningProxy) -> socket.socket:
+def open_to(proxy: ProxyProcess) -> socket.socket:
     sock = socket.create_connection((proxy.host, proxy.port), timeout=IO_TIMEOUT)
     sock.settimeout(IO_TIMEOUT)
     return sock
 
 
-def ask(proxy: RunningProxy, request: bytes, **kwargs: bool) -> tuple[Reply, socket.socket]:
+def ask(proxy: ProxyProcess, request: bytes, **kwargs: bool) -> tuple[Reply, socket.socket]:
     sock = open_to(proxy)
     sock.sendall(request)
     return read_reply(sock, **kwargs), sock
@@ -255,6 +256,10 @@ def test_pproxy_connect_reply_and_relay(tmp_path: Path, echo_port: int) -> None:
             assert reply.headers == [("Connection", "close")]
             assert_tunnel_echoes(sock, reply)
         proxy.wait_for_access_log(f"-> 127.0.0.1:{echo_port}")
+        # The kind's parser reads that log line as the tunnel it was.
+        assert [(r.method, r.target) for r in proxy.requests()] == [
+            ("CONNECT", f"127.0.0.1:{echo_port}")
+        ]
 
 
 def test_pproxy_unreachable_target_closes_without_reply(tmp_path: Path) -> None:
@@ -330,6 +335,9 @@ def test_squid_default_policy_refuses_non_443(tmp_path: Path, echo_port: int) ->
             assert read_reply(sock).status == 403
         log = proxy.wait_for_access_log("TCP_DENIED/403")
         assert f"CONNECT 127.0.0.1:{echo_port}" in log
+        assert {(r.method, r.target, r.status) for r in proxy.requests()} == {
+            ("CONNECT", f"127.0.0.1:{echo_port}", 403)
+        }
 
 
 def test_squid_default_policy_allows_443(tmp_path: Path, echo_port_443: int) -> None:
@@ -368,7 +376,7 @@ def test_squid_basic_auth_retry_on_same_connection(tmp_path: Path, echo_port: in
         reply, sock = ask(proxy, connect_request(target))
         with sock:
             assert reply.status_line == "HTTP/1.1 407 Proxy Authentication Required"
-            assert reply.all("Proxy-Authenticate") == [f'Basic realm="{SQUID_BASIC_REALM}"']
+            assert reply.all("Proxy-Authenticate") == [f'Basic realm="{BASIC_REALM}"']
             assert reply.header("X-Squid-Error") == "ERR_CACHE_ACCESS_DENIED 0"
             assert int(reply.header("Content-Length") or -1) == len(reply.body) > 0
             assert reply.header("Connection") == "keep-alive"
@@ -403,7 +411,7 @@ def test_squid_digest_challenge_and_handshake(
             params = _digest_params(challenge)
             # No algorithm parameter (MD5 implied), qop auth only, 32-hex nonce.
             assert set(params) == {"realm", "nonce", "qop", "stale"}
-            assert params["realm"] == SQUID_DIGEST_REALM
+            assert params["realm"] == DIGEST_REALM
             assert params["qop"] == "auth" and params["stale"] == "false"
             assert re.fullmatch(r"[0-9a-f]{32}", params["nonce"])
 
@@ -471,6 +479,53 @@ def test_squid_forwarded_get_strips_upgrade(tmp_path: Path, http_origin: int) ->
         assert "squid" in seen["via"]
 
 
+def test_squid_config_is_one_builder_with_options(tmp_path: Path) -> None:
+    """The harness's squid and the tests' differ only by these options."""
+    stock = squid_config(host="127.0.0.1", port=3128, run_dir=tmp_path).splitlines()
+    for line in ("pid_filename none", "shutdown_lifetime 1 seconds", "pinger_enable off"):
+        assert line in stock
+    assert "acl SSL_ports port 443" in stock and "http_access deny CONNECT !SSL_ports" in stock
+    assert "http_access allow localhost" in stock and stock[-1] == "http_access deny all"
+    assert not any("Safe_ports" in line or "auth_param" in line for line in stock)
+    harness = squid_config(
+        host="10.77.1.1",
+        port=3128,
+        run_dir=tmp_path,
+        clients="10.77.1.0/24",
+        safe_ports=STOCK_SAFE_PORTS,
+        basic_file=tmp_path / "basic.htpasswd",
+    ).splitlines()
+    assert harness[0] == "http_port 10.77.1.1:3128"
+    assert "acl Safe_ports port 80 21 443 70 210 1025-65535 280 488 591 777" in harness
+    # squid reads http_access in order: policy, then authentication, then clients.
+    order = [
+        "http_access deny !Safe_ports",
+        "http_access deny CONNECT !SSL_ports",
+        "http_access deny !authenticated",
+        "http_access allow tunnelws_clients",
+        "http_access deny all",
+    ]
+    assert [line for line in harness if line.startswith("http_access")] == order
+    anywhere = squid_config(host="::1", port=8, run_dir=tmp_path, allow_ports=None)
+    assert "http_port [::1]:8" in anywhere and "SSL_ports" not in anywhere
+    nowhere = squid_config(host="127.0.0.1", port=8, run_dir=tmp_path, allow_ports=())
+    assert "http_access deny CONNECT\n" in nowhere
+
+
+def test_squid_safe_ports_refuse_other_ports(
+    tmp_path: Path, echo_port: int, http_origin: int
+) -> None:
+    with run_squid(tmp_path=tmp_path, allow_ports=None, safe_ports=("443",)) as proxy:
+        for request in (
+            connect_request(f"127.0.0.1:{echo_port}"),
+            f"GET http://127.0.0.1:{http_origin}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+        ):
+            reply, sock = ask(proxy, request)
+            sock.close()
+            assert reply.status == 403
+            assert reply.header("X-Squid-Error") == "ERR_ACCESS_DENIED 0"
+
+
 def test_squid_instances_run_side_by_side(tmp_path: Path, echo_port: int) -> None:
     with (
         run_squid(tmp_path=tmp_path / "a", allow_ports=None) as first,
@@ -524,7 +579,7 @@ def test_squid_cleanup_after_error_kills_helpers(tmp_path: Path, echo_port: int)
     assert all(_gone(pid) for pid in [seen["pid"], *helpers])
     shm = Path("/dev/shm")
     stopped = seen["proxy"]
-    assert isinstance(stopped, RunningProxy)
+    assert isinstance(stopped, ProxyProcess)
     # Logs survive in tmp_path after the private run directory is gone.
     assert stopped.log_path is not None and stopped.log_path.is_relative_to(tmp_path)
     assert "TCP_TUNNEL/200" in stopped.access_log()
@@ -547,6 +602,9 @@ def test_tinyproxy_connect_reply_and_relay(tmp_path: Path, echo_port: int) -> No
             assert name == "Proxy-agent" and agent.startswith("tinyproxy/")
             assert_tunnel_echoes(sock, reply)
         proxy.wait_for_access_log(f"CONNECT 127.0.0.1:{echo_port} HTTP/1.1")
+        assert [(r.method, r.target) for r in proxy.requests()] == [
+            ("CONNECT", f"127.0.0.1:{echo_port}")
+        ]
 
 
 def test_tinyproxy_connect_port_allow_list(tmp_path: Path, echo_port: int) -> None:
@@ -592,7 +650,7 @@ def test_tinyproxy_basic_auth(tmp_path: Path, echo_port: int) -> None:
 
 @pytest.mark.parametrize("launcher", [run_pproxy, run_tinyproxy])
 def test_stopped_by_pid_even_when_body_raises(
-    tmp_path: Path, launcher: Callable[..., AbstractContextManager[RunningProxy]]
+    tmp_path: Path, launcher: Callable[..., AbstractContextManager[ProxyProcess]]
 ) -> None:
     pids = []
     with pytest.raises(KeyError), launcher(tmp_path=tmp_path) as proxy:
@@ -618,14 +676,14 @@ def test_start_retries_once_on_a_taken_port(
 ) -> None:
     with socket.create_server(("127.0.0.1", 0)) as squatter:
         taken = int(squatter.getsockname()[1])
-        ports = iter([taken, peers._free_port()])
-        monkeypatch.setattr(peers, "_free_port", lambda: next(ports))
+        ports = iter([taken, _run.free_port()])
+        monkeypatch.setattr(_run, "free_port", lambda host: next(ports))
         with run_pproxy(tmp_path=tmp_path) as proxy:
             assert proxy.port != taken
 
-        monkeypatch.setattr(peers, "_free_port", lambda: taken)
+        monkeypatch.setattr(_run, "free_port", lambda host: taken)
         with (
-            pytest.raises(peers.PeerStartError, match="before listening"),
+            pytest.raises(PeerStartError, match="before serving"),
             run_pproxy(tmp_path=tmp_path / "again"),
         ):
             pass

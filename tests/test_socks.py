@@ -4,8 +4,6 @@ microsocks (Debian), with and without username/password."""
 from __future__ import annotations
 
 import contextlib
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,40 +11,11 @@ import trio
 
 import tunnelws
 from companion_support import start_tcp_echo
-from conftest import require_binary
-from peers import RunningProxy, _instance_counter, _running, _spawn, _start_with_retry, _tail
+from peers import run_socks
 
 pytest.importorskip("python_socks")
 
 USER, PASSWORD = "sockuser", "sock-pass"
-
-
-@contextlib.contextmanager
-def run_socks(
-    kind: str, tmp_path: Path, auth: tuple[str, str] | None = None
-) -> Iterator[RunningProxy]:
-    """pproxy ``-l socks5://`` or microsocks on a free loopback port."""
-    output_path = tmp_path / f"{kind}-{next(_instance_counter)}.log"
-
-    def launch(port: int):  # type: ignore[no-untyped-def]
-        if kind == "pproxy":
-            listen = f"socks5://127.0.0.1:{port}" + (f"#{auth[0]}:{auth[1]}" if auth else "")
-            argv = [sys.executable, "-u", "-m", "pproxy", "-l", listen, "-v"]
-            if auth:
-                argv += ["--auth", "0"]  # check credentials on every connection
-        else:
-            argv = [require_binary("microsocks"), "-i", "127.0.0.1", "-p", str(port)]
-            if auth:
-                argv += ["-u", auth[0], "-P", auth[1]]
-        process = _spawn(argv, output_path)
-        return process, lambda: _tail(output_path)
-
-    process, port = _start_with_retry(launch)
-    proxy = RunningProxy(
-        f"socks5://127.0.0.1:{port}", "127.0.0.1", port, process.pid, kind, output_path
-    )
-    with _running(process, proxy) as running:
-        yield running
 
 
 async def echo(url: str, host: str, port: int, **kwargs: object) -> tuple[bytes, list[str]]:
@@ -65,15 +34,6 @@ async def echo(url: str, host: str, port: int, **kwargs: object) -> tuple[bytes,
             return bytes(await stream.receive_some(100)), lines
 
 
-async def wait_for_log(proxy: RunningProxy, needle: str) -> str:
-    for _ in range(100):
-        text = proxy.access_log()
-        if needle in text:
-            return text
-        await trio.sleep(0.02)
-    raise AssertionError(f"{needle!r} not in {proxy.name} log: {proxy.access_log()!r}")
-
-
 @pytest.mark.parametrize("kind", ["pproxy", "microsocks"])
 @pytest.mark.parametrize("with_auth", [False, True])
 async def test_socks5h_with_and_without_credentials(
@@ -90,7 +50,7 @@ async def test_socks5h_with_and_without_credentials(
         assert PASSWORD not in "\n".join(lines)
         if kind == "pproxy":
             # pproxy logs the destination exactly as the client sent it.
-            await wait_for_log(proxy, f"localhost:{echo_port}")
+            await proxy.wait_for_access_log_async(f"localhost:{echo_port}")
 
 
 async def test_socks5_resolves_locally_and_sends_the_address(
@@ -101,7 +61,7 @@ async def test_socks5_resolves_locally_and_sends_the_address(
         reply, lines = await echo(f"socks5://127.0.0.1:{proxy.port}", "localhost", echo_port)
         assert reply == b"over socks"
         assert any("name resolved by this client" in line for line in lines)
-        log = await wait_for_log(proxy, f"127.0.0.1:{echo_port}")
+        log = await proxy.wait_for_access_log_async(f"127.0.0.1:{echo_port}")
         assert f"localhost:{echo_port}" not in log
 
 
@@ -121,7 +81,7 @@ async def test_socks5h_sends_a_name_only_the_proxy_could_resolve(tmp_path: Path)
         # the unresolved name it received.
         with contextlib.suppress(tunnelws.TunnelError, trio.BrokenResourceError):
             await echo(f"socks5h://127.0.0.1:{proxy.port}", "origin.invalid", 9)
-        await wait_for_log(proxy, "origin.invalid")
+        await proxy.wait_for_access_log_async("origin.invalid")
 
 
 @pytest.mark.parametrize("kind", ["pproxy", "microsocks"])

@@ -19,76 +19,35 @@ from __future__ import annotations
 import re
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import trio
 
 from tunnelws import TunnelError, open_websocket
-from tunnelws._check import CheckOptions, CheckReport, StepResult, run_check
-from tunnelws._check._report import render_conclusion, render_step
+from tunnelws.check import (
+    CheckOptions,
+    CheckReport,
+    StepResult,
+    render_conclusion,
+    render_step,
+    run_check,
+)
 
 from .companion import PROFILES, RunningProxy, serve_proxy
 from .origin import LocalCA, OriginAddresses, OriginConfig, make_test_ca, serve_origin
+from .peers import Pproxy, open_proxy
 
-__all__ = ["PProxy", "run_demo", "run_pproxy"]
+__all__ = ["run_demo"]
 
-PPROXY_START_TIMEOUT = 15.0
 CONNECT_SESSION_TIMEOUT = 30.0
-SERVING_LINE = re.compile(rb"Serving on .*?:(\d+) by http")
 SESSION_LINES = ("hello through the corporate proxy", "a second message")
 
 Out = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class PProxy:
-    """A running pproxy process: its URL (no credentials) and PID."""
-
-    url: str
-    pid: int
-
-
-@asynccontextmanager
-async def run_pproxy(*, user: str, password: str) -> AsyncIterator[PProxy]:
-    """Run pproxy on a free loopback port with Basic auth, checked on every
-    connection (``--auth 0``); stop it by PID on exit."""
-    process = await trio.lowlevel.open_process(
-        [
-            sys.executable,
-            "-u",
-            "-m",
-            "pproxy",
-            "-l",
-            f"http://127.0.0.1:0#{user}:{password}",
-            "--auth",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        assert process.stdout is not None
-        output = b""
-        with trio.move_on_after(PPROXY_START_TIMEOUT):
-            while not (match := SERVING_LINE.search(output)):
-                chunk = await process.stdout.receive_some()
-                if not chunk:
-                    break
-                output += chunk
-        if match is None:
-            raise RuntimeError(f"pproxy did not start: {output.decode(errors='replace')}")
-        yield PProxy(url=f"http://127.0.0.1:{int(match.group(1))}", pid=process.pid)
-    finally:
-        process.kill()
-        with trio.CancelScope(shield=True):
-            await process.wait()
 
 
 def _with_credentials(proxy_url: str, user: str, password: str) -> str:
@@ -144,7 +103,8 @@ async def _run_demo(directory: Path, out: Out, keep: bool) -> int:
         results.append(await _connect_session(origin.wss_url(), proxy.url, user, password, ca, out))
 
         out("\n== 4. the same through a real third-party proxy (pproxy, Basic auth) ==")
-        async with run_pproxy(user=user, password=password) as pproxy:
+        peer = Pproxy(auth=(user, password))
+        async with open_proxy(peer, directory=directory / "pproxy") as pproxy:
             results.append(
                 await _echo_through(
                     origin.wss_url(), _with_credentials(pproxy.url, user, password), ca, out

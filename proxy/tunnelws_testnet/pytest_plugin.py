@@ -32,9 +32,11 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
+from ._extras import missing_extra
+
 # The test network (and its optional dependencies, trustme) is imported only
 # when a fixture is used: the entry point loads this module into every pytest
-# session of every project that installs tunnelws.
+# session of every project that installs tunnelws, with or without the extra.
 if TYPE_CHECKING:
     from .inprocess import CorporateNetwork, Scenario
 
@@ -101,8 +103,17 @@ async def _serve_network(
 
 
 @pytest.fixture
+def _tunnelws_testnet_extra() -> None:
+    """Without the ``testnet`` extra, an error in one line naming what to
+    install (a plain fixture: trio's would wrap it in an exception group)."""
+    problem = missing_extra()
+    if problem is not None:
+        pytest.fail(f"corporate_network: {problem}", pytrace=False)
+
+
+@pytest.fixture
 async def open_corporate_network(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, _tunnelws_testnet_extra: None
 ) -> AsyncIterator[OpenNetwork]:
     """A factory: ``await open_corporate_network(scenario)`` starts the
     network, applies its environment and returns it; it stops at teardown."""

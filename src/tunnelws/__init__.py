@@ -9,6 +9,7 @@ from ._errors import (
     ConnectionClosed,
     ConnectionLostError,
     DirectConnectError,
+    FallbackFailedError,
     HandshakeError,
     MessageTooBigError,
     PhaseTimeoutError,
@@ -23,8 +24,11 @@ from ._errors import (
 )
 from ._event_stream import EventStream, open_event_stream
 from ._event_stream import ReadyState as EventSourceState
+from ._forward import Forwarding, serve_forward, tunnel_stdio
+from ._local_proxy import LocalProxy, LocalProxyOptions, serve_local_proxy
 from ._proxy_url import ProxyURL
 from ._route import AUTO, ProxyDecision, resolve_proxy
+from ._route_options import RouteOptions, route_options
 from ._sse import ServerSentEvent
 from ._target import Target, parse_target
 from ._transport import open_tunnel
@@ -42,7 +46,11 @@ __all__ = [
     "DirectConnectError",
     "EventSourceState",
     "EventStream",
+    "FallbackFailedError",
+    "Forwarding",
     "HandshakeError",
+    "LocalProxy",
+    "LocalProxyOptions",
     "MessageTooBigError",
     "PhaseTimeoutError",
     "ProxyAuthError",
@@ -54,6 +62,7 @@ __all__ = [
     "ProxyReplyError",
     "ProxyURL",
     "ReadyState",
+    "RouteOptions",
     "ServerSentEvent",
     "TLSError",
     "Target",
@@ -65,5 +74,9 @@ __all__ = [
     "open_websocket",
     "parse_target",
     "resolve_proxy",
+    "route_options",
     "run_check",
+    "serve_forward",
+    "serve_local_proxy",
+    "tunnel_stdio",
 ]

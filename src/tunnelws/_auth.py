@@ -5,7 +5,9 @@ side, so each checks the other). Supported: Basic (RFC 7617), Digest
 (RFC 7616: MD5, MD5-sess, SHA-256, SHA-256-sess, SHA-512-256 and its -sess
 variant where the local OpenSSL has it; qop=auth, qop=auth-int and the legacy
 RFC 2069 form without qop; userhash; ``username*`` for non-ASCII names), and
-NTLM and Negotiate (RFC 4559) through pyspnego, which computes the tokens.
+NTLM and Negotiate (RFC 4559) through pyspnego, which computes the tokens
+(Kerberos inside Negotiate needs the ``tunnelws[kerberos]`` extra: pyspnego
+reaches Kerberos through python-gssapi; without it Negotiate carries NTLM).
 
 :class:`ProxyAuthenticator` is the per-attempt state machine. It allows at
 most two *authentication attempts* per tunnel: the optional preemptive Basic
@@ -364,12 +366,14 @@ def spnego_context(credentials: Credentials | None, protocol: str, host: str) ->
 
 def kerberos_available(credentials: Credentials | None, host: str) -> bool:
     """True when a Kerberos token for ``HTTP@host`` can be made from a ticket
-    already in the cache (python-gssapi installed, ``kinit`` done).
+    already in the cache (``tunnelws[kerberos]`` installed, ``kinit`` done;
+    the cache is the one ``KRB5CCNAME`` names, or the system default).
 
     The password is deliberately not used: getting a ticket with it would mean
     a KDC round trip just to choose a scheme. Without python-gssapi this
     returns False at once; with it, making the token may ask the KDC for a
-    service ticket (a blocking call, as in every Kerberos client).
+    service ticket (a blocking call, as in every Kerberos client). ``host``
+    must be the name the proxy's ``HTTP/<host>`` principal has, not an address.
     """
     del credentials  # the ticket cache decides, see above
     try:
@@ -400,7 +404,9 @@ class ProxyAuthenticator:
     that CONNECT must go on the same connection. :meth:`respond` raises
     :class:`~tunnelws.ProxyAuthError` instead of ever allowing a loop.
 
-    ``authority`` is the CONNECT target (``host:port``), the Digest ``uri``;
+    ``authority`` is the CONNECT target (``host:port``), the Digest ``uri``
+    (for a request forwarded in absolute form: its request target, with
+    ``method`` its method);
     ``proxy_host`` names the proxy for NTLM/Negotiate (the ``HTTP@host``
     service). ``preemptive_basic=False`` waits for a challenge before sending
     Basic credentials (useful to keep a password off a Digest-only proxy's
@@ -414,6 +420,7 @@ class ProxyAuthenticator:
         credentials: Credentials | None,
         *,
         authority: str,
+        method: str = "CONNECT",
         proxy_host: str = "",
         cnonce_factory: Callable[[], str] = _secret_cnonce,
         preemptive_basic: bool = True,
@@ -423,6 +430,7 @@ class ProxyAuthenticator:
     ) -> None:
         self._credentials = credentials
         self._authority = authority
+        self._method = method
         self._proxy_host = proxy_host
         self._cnonce_factory = cnonce_factory
         self._schemes = _normalise_schemes(schemes)
@@ -451,6 +459,15 @@ class ProxyAuthenticator:
     def connection_bound(self) -> bool:
         """True while an NTLM/Negotiate handshake needs the current connection."""
         return self._handshake is not None
+
+    @property
+    def challenge_certain(self) -> bool:
+        """True when the last answer was NTLM's first message, which the
+        proxy always answers with a 407 carrying its challenge: a request
+        body need not go with it (curl sends none either), and a proxy that
+        would close the connection after a 407 with a body keeps it."""
+        handshake = self._handshake
+        return handshake is not None and handshake.scheme.lower() == "ntlm" and handshake.legs == 1
 
     def initial_authorization(self) -> str | None:
         """``Proxy-Authorization`` for the first CONNECT: preemptive Basic when
@@ -646,11 +663,16 @@ class ProxyAuthenticator:
         usable = [s for s in self._schemes if s in offered_lower]
         if self._credentials is None and usable:
             notes = f" ({'; '.join(self.notes)})" if self.notes else ""
+            kerberos = (
+                ", or get a Kerberos ticket with kinit (needs tunnelws[kerberos])"
+                if "negotiate" in usable
+                else ""
+            )
             return (
                 f"proxy requires authentication ({_describe(reply, offered)}) but no proxy "
                 "credentials were given; put them in the proxy URL "
                 "(http://USER:PASSWORD@HOST:PORT, percent-encoding special characters) "
-                f"or pass proxy_auth=(USER, PASSWORD){notes}"
+                f"or pass proxy_auth=(USER, PASSWORD){kerberos}{notes}"
             )
         unusable_digest = [
             c.params.get("algorithm", "MD5") for c in challenges if c.scheme.lower() == "digest"
@@ -680,7 +702,7 @@ class ProxyAuthenticator:
             username=credentials.username,
             password=credentials.password,
             realm=realm,
-            method="CONNECT",
+            method=self._method,
             uri=self._authority,
             nonce=nonce,
             cnonce=cnonce,

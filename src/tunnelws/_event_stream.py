@@ -21,9 +21,8 @@ slow consumer applies TCP back-pressure and no background task is needed.
 from __future__ import annotations
 
 import enum
-import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -40,7 +39,7 @@ from ._errors import (
     ProxyConnectError,
     TunnelError,
 )
-from ._route import AUTO, ProxySetting
+from ._route_options import RouteKeywords, RouteOptions, route_options
 from ._sse import DEFAULT_MAX_EVENT_SIZE, EventStreamParser, EventTooLargeError, ServerSentEvent
 from ._target import Target, parse_target
 from ._timeouts import PhaseClock
@@ -48,7 +47,7 @@ from ._trace import Trace, trace_head
 from ._version import USER_AGENT
 
 if TYPE_CHECKING:
-    from ._transport import ProxyAuth
+    from typing_extensions import Unpack
 
 __all__ = ["DEFAULT_RECONNECT_DELAY", "EventStream", "ReadyState", "open_event_stream"]
 
@@ -444,22 +443,16 @@ def _decode_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, s
 async def open_event_stream(
     url: str,
     *,
-    proxy: ProxySetting = AUTO,
-    proxy_auth: ProxyAuth = None,
-    proxy_headers: Iterable[tuple[str, str]] | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-    proxy_ssl_context: ssl.SSLContext | None = None,
-    proxy_auth_schemes: Sequence[str] | None = None,
+    route: RouteOptions | None = None,
     headers: Iterable[tuple[str, str]] = (),
-    connect_timeout: float = 10.0,
     reconnect: bool = True,
     reconnect_delay: float = DEFAULT_RECONNECT_DELAY,
     last_event_id: str | None = None,
     max_reconnects: int | None = None,
     read_timeout: float | None = None,
     max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
-    trace: Trace | None = None,
     _open_stream: StreamOpener | None = None,
+    **route_keywords: Unpack[RouteKeywords],
 ) -> AsyncIterator[EventStream]:
     """Connect to an ``http://`` or ``https://`` event stream and yield an
     :class:`EventStream` to iterate.
@@ -472,10 +465,13 @@ async def open_event_stream(
     ``reconnect=False`` to end the iteration when the connection closes.
     ``last_event_id`` resumes a stream a previous run was reading.
     ``read_timeout`` treats that many seconds without a byte (comments
-    count) as a dropped connection. The proxy arguments, ``ssl_context`` and
-    ``connect_timeout`` (one budget for the whole opening, response head
-    included) mean what they mean for the WebSocket client.
+    count) as a dropped connection. ``route`` and the route keywords
+    (``proxy``, ``ssl_context``, ``connect_timeout``: one budget for the whole
+    opening, response head included, ...) mean what they mean for the
+    WebSocket client.
     """
+    options = route_options(route, **route_keywords)
+    connect_timeout = options.connect_timeout
     target = parse_target(url)
     if target.scheme not in ("http", "https"):
         raise ValueError(f"an event stream URL must be http:// or https://, not {url!r}")
@@ -489,23 +485,12 @@ async def open_event_stream(
         raise ValueError(f"max_reconnects must not be negative, not {max_reconnects!r}")
 
     if _open_stream is None:
-        route_headers = list(proxy_headers or ())
 
         async def open_origin(target: Target) -> trio.abc.Stream:
             # Imported here: the transport pulls in the whole proxy stack.
             from ._transport import open_origin_stream
 
-            return await open_origin_stream(
-                target,
-                proxy=proxy,
-                proxy_auth=proxy_auth,
-                proxy_headers=route_headers,
-                ssl_context=ssl_context,
-                proxy_ssl_context=proxy_ssl_context,
-                proxy_auth_schemes=proxy_auth_schemes,
-                connect_timeout=connect_timeout,
-                trace=trace,
-            )
+            return await open_origin_stream(target, options)
 
         _open_stream = open_origin
 
@@ -520,7 +505,7 @@ async def open_event_stream(
         read_timeout=read_timeout,
         last_event_id=last_event_id or "",
         max_event_size=max_event_size,
-        trace=trace,
+        trace=options.trace,
     )
     try:
         await events._connect()

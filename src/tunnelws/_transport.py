@@ -8,80 +8,52 @@ OS and TLS failures into the error taxonomy.
 
 from __future__ import annotations
 
-import os
 import ssl
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
-from ._auth import Credentials, ProxyAuthenticator
-from ._connect import ConnectReplyParser, ProxyReply, build_connect_request
 from ._errors import (
     DirectConnectError,
     ProxyConfigError,
     ProxyConnectError,
-    ProxyProtocolError,
-    ProxyRefusedError,
     TLSError,
 )
+from ._failures import classify_connect_failure, read_tls_failure
+from ._negotiation import ConnectNegotiation, SendRequest, TunnelFailed, TunnelOpen
 from ._pac import default_resolver
 from ._proxy_url import ProxyURL
-from ._route import AUTO, ProxyDecision, ProxySetting, resolve_proxy
+from ._route import ProxyDecision, resolve_proxy
+from ._route_options import RouteKeywords, RouteOptions, route_options
 from ._socks import open_socks_tunnel
 from ._target import Target, format_authority, normalize_host
 from ._timeouts import PhaseClock
-from ._trace import Trace, trace_head
+from ._trace import Trace
 from ._trust import default_ssl_context
-from ._version import USER_AGENT
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "PrefixedStream",
-    "ProxyAuth",
-    "RouteOptions",
     "connect_origin",
+    "connect_proxy",
+    "connect_tcp",
+    "negotiate_tunnel",
+    "open_along_route",
     "open_origin_stream",
     "open_route_stream",
     "open_tunnel",
+    "open_via",
     "prefixed",
+    "secure_origin",
     "start_tls",
 ]
 
-ProxyAuth = tuple[str, str] | Credentials | None
-HeaderList = Sequence[tuple[str, str]]
+_T = TypeVar("_T")
 
 RECEIVE_SIZE = 65536
-
-
-@dataclass(frozen=True)
-class RouteOptions:
-    """Everything that decides how a connection reaches its target."""
-
-    proxy: ProxySetting = AUTO
-    proxy_auth: ProxyAuth = None
-    proxy_headers: HeaderList = ()
-    ssl_context: ssl.SSLContext | None = None
-    proxy_ssl_context: ssl.SSLContext | None = None
-    connect_timeout: float = 10.0
-    trace: Trace | None = field(default=None, compare=False)
-    env: dict[str, str] | None = None
-    # Restricts and orders the proxy authentication schemes (None: strongest
-    # first, see tunnelws._auth.SCHEME_PREFERENCE).
-    proxy_auth_schemes: tuple[str, ...] | None = None
-
-    def credentials_for(self, proxy: ProxyURL) -> Credentials | None:
-        """``proxy_auth`` wins over credentials embedded in the proxy URL."""
-        if isinstance(self.proxy_auth, Credentials):
-            return self.proxy_auth
-        try:
-            if self.proxy_auth is not None:
-                user, password = self.proxy_auth
-                return Credentials(user, password)
-            if proxy.username is not None:
-                return Credentials(proxy.username, proxy.password or "")
-        except ValueError as exc:  # e.g. a colon in the user name
-            raise ProxyConfigError(f"invalid proxy credentials: {exc}") from None
-        return None
 
 
 async def open_tunnel(
@@ -89,65 +61,28 @@ async def open_tunnel(
     port: int,
     *,
     scheme: str = "https",
-    proxy: ProxySetting = AUTO,
-    proxy_auth: ProxyAuth = None,
-    proxy_headers: HeaderList = (),
-    proxy_ssl_context: ssl.SSLContext | None = None,
-    proxy_auth_schemes: Sequence[str] | None = None,
-    connect_timeout: float = 10.0,
-    trace: Trace | None = None,
+    route: RouteOptions | None = None,
+    **route_keywords: Unpack[RouteKeywords],
 ) -> trio.abc.Stream:
     """Open a byte stream to ``host:port`` for any TCP protocol.
 
     The route is chosen as for a ``scheme://host:port`` URL (so ``https``
     consults ``https_proxy`` and ``no_proxy``); through a proxy the stream is an
     HTTP CONNECT tunnel and the host name is sent to the proxy unresolved.
-    No TLS is started on the returned stream: wrap it yourself if needed.
+    ``route`` and the keywords are the :class:`~tunnelws.RouteOptions`. No TLS
+    is started on the returned stream: wrap it yourself if needed.
     """
     target = Target(scheme, normalize_host(host), port, "/")
-    options = RouteOptions(
-        proxy=proxy,
-        proxy_auth=proxy_auth,
-        proxy_headers=tuple(proxy_headers),
-        proxy_ssl_context=proxy_ssl_context,
-        proxy_auth_schemes=scheme_names(proxy_auth_schemes),
-        connect_timeout=connect_timeout,
-        trace=trace,
-    )
-    return await open_route_stream(target, options, PhaseClock(connect_timeout))
-
-
-def scheme_names(schemes: Sequence[str] | None) -> tuple[str, ...] | None:
-    # A lone string would otherwise be read as a sequence of one-letter names.
-    if isinstance(schemes, str):
-        return (schemes,)
-    return None if schemes is None else tuple(schemes)
+    options = route_options(route, **route_keywords)
+    return await open_route_stream(target, options, PhaseClock(options.connect_timeout))
 
 
 async def open_origin_stream(
-    target: Target,
-    *,
-    proxy: ProxySetting = AUTO,
-    proxy_auth: ProxyAuth = None,
-    proxy_headers: HeaderList | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-    proxy_ssl_context: ssl.SSLContext | None = None,
-    proxy_auth_schemes: Sequence[str] | None = None,
-    connect_timeout: float = 10.0,
-    trace: Trace | None = None,
+    target: Target, route: RouteOptions | None = None, **route_keywords: Unpack[RouteKeywords]
 ) -> trio.abc.Stream:
     """A stream to ``target`` along its route, TLS done when it is secure."""
-    options = RouteOptions(
-        proxy=proxy,
-        proxy_auth=proxy_auth,
-        proxy_headers=tuple(proxy_headers or ()),
-        ssl_context=ssl_context,
-        proxy_ssl_context=proxy_ssl_context,
-        proxy_auth_schemes=scheme_names(proxy_auth_schemes),
-        connect_timeout=connect_timeout,
-        trace=trace,
-    )
-    return await connect_origin(target, options, PhaseClock(connect_timeout))
+    options = route_options(route, **route_keywords)
+    return await connect_origin(target, options, PhaseClock(options.connect_timeout))
 
 
 async def connect_origin(
@@ -155,6 +90,14 @@ async def connect_origin(
 ) -> trio.abc.Stream:
     """A stream to the origin along its route, with TLS done for secure targets."""
     stream = await open_route_stream(target, options, clock)
+    return await secure_origin(stream, target, options, clock)
+
+
+async def secure_origin(
+    stream: trio.abc.Stream, target: Target, options: RouteOptions, clock: PhaseClock
+) -> trio.abc.Stream:
+    """``stream`` itself for a plain target; else end-to-end TLS over it,
+    verified with the route's ``ssl_context``."""
     if not target.secure:
         return stream
     context = options.ssl_context or default_ssl_context()
@@ -166,12 +109,27 @@ async def connect_origin(
 async def open_route_stream(
     target: Target, options: RouteOptions, clock: PhaseClock
 ) -> trio.abc.Stream:
-    """A plain stream to ``target.host:port``: direct or through a tunnel.
+    """A plain stream to ``target.host:port``: direct or through a tunnel."""
+    stream, _ = await open_along_route(
+        target, options, clock, lambda route: open_via(route, target, options, clock)
+    )
+    return stream
+
+
+async def open_along_route(
+    target: Target,
+    options: RouteOptions,
+    clock: PhaseClock,
+    open_one: Callable[[ProxyURL | None], Awaitable[_T]],
+) -> tuple[_T, ProxyURL | None]:
+    """Decide the route for ``target`` and ``open_one`` it: the result and
+    the route taken (None: DIRECT).
 
     With a PAC script, its routes are tried in order: a route whose proxy
     (or, for DIRECT, the origin) cannot be reached is recorded in the trace
     and the next one is tried; any other failure (auth, refusal, TLS) ends
-    the attempt, as in browsers.
+    the attempt, as in browsers. ``open_one`` decides what opening a route
+    means (a tunnel, or a connection to the proxy for absolute-form requests).
     """
     decision = resolve_proxy(target.url, options.proxy, env=options.env)
     trace = options.trace
@@ -181,7 +139,7 @@ async def open_route_stream(
     failures: list[str] = []
     for number, route in enumerate(routes, start=1):
         try:
-            return await _open_route(route, target, options, clock, decision)
+            return await open_one(route), route
         except (DirectConnectError, ProxyConnectError) as exc:
             if len(routes) == 1:
                 raise
@@ -226,25 +184,23 @@ def _star(trace: Trace | None) -> Trace | None:
     return lambda line: trace(f"* {line}")
 
 
-async def _open_route(
-    route: ProxyURL | None,
-    target: Target,
-    options: RouteOptions,
-    clock: PhaseClock,
-    decision: ProxyDecision,
+async def open_via(
+    route: ProxyURL | None, target: Target, options: RouteOptions, clock: PhaseClock
 ) -> trio.abc.Stream:
+    """A plain stream to ``target`` over one route: TCP (None: DIRECT), a
+    SOCKS5 tunnel or an HTTP CONNECT tunnel."""
     if route is None:
-        return await _connect_tcp(target.host, target.port, clock, options.trace, via_proxy=False)
+        return await connect_tcp(target.host, target.port, clock, options.trace, via_proxy=False)
     if route.scheme in ("socks5", "socks5h"):
         return await open_socks_tunnel(
             route, target, options.credentials_for(route), clock, options.trace
         )
     if route.scheme not in ("http", "https"):  # pragma: no cover - ProxyURL.parse rejects others
-        raise ProxyConfigError(f"unsupported proxy scheme in {route}", source=decision.source)
+        raise ProxyConfigError(f"unsupported proxy scheme in {route}")
     return await _open_connect_tunnel(route, target, options, clock)
 
 
-async def _connect_tcp(
+async def connect_tcp(
     host: str, port: int, clock: PhaseClock, trace: Trace | None, *, via_proxy: bool
 ) -> trio.SocketStream:
     authority = format_authority(host, port)
@@ -256,24 +212,13 @@ async def _connect_tcp(
         try:
             stream = await trio.open_tcp_stream(host, port)
         except OSError as exc:
-            reason = _connect_failure_reason(exc)
+            reason = classify_connect_failure(exc).reason
             if via_proxy:
                 raise ProxyConnectError(f"cannot connect to proxy {authority}: {reason}") from exc
             raise DirectConnectError(f"cannot connect to {authority}: {reason}") from exc
     if trace:
         trace(f"* Connected to {what} {authority}")
     return stream
-
-
-def _connect_failure_reason(exc: OSError) -> str:
-    """Why a connect failed: trio reports "all attempts ... failed" and keeps
-    each address's own error (refused, unreachable) in an exception group."""
-    # getattr, not isinstance: the builtin BaseExceptionGroup is 3.11+.
-    attempts = getattr(exc.__cause__, "exceptions", ())
-    reasons = dict.fromkeys(
-        os.strerror(e.errno) if e.errno else str(e) for e in attempts if isinstance(e, OSError)
-    )
-    return ", ".join(reasons) or exc.strerror or str(exc)
 
 
 async def start_tls(
@@ -296,28 +241,14 @@ async def start_tls(
             await tls.do_handshake()
     except trio.BrokenResourceError as exc:
         await trio.aclose_forcefully(tls)
-        raise TLSError(_describe_tls_failure(exc, peer, server_hostname), peer=peer) from exc
+        message = read_tls_failure(exc).describe(peer, server_hostname)
+        raise TLSError(message, peer=peer) from exc
     except BaseException:
         await trio.aclose_forcefully(tls)
         raise
     if trace:
         trace(f"* TLS with {peer} {server_hostname}: {tls.version()}, {_describe_peer_cert(tls)}")
     return tls
-
-
-def _describe_tls_failure(exc: BaseException, peer: str, server_hostname: str) -> str:
-    cause = exc.__cause__
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        message = (
-            f"TLS certificate of the {peer} {server_hostname} could not be verified: "
-            f"{cause.verify_message}"
-        )
-        if peer == "origin":
-            message += " (if a proxy intercepts TLS, trust its CA: --cacert FILE or ssl_context=)"
-        return message
-    if isinstance(cause, ssl.SSLError):
-        return f"TLS handshake with the {peer} {server_hostname} failed: {cause.reason or cause}"
-    return f"the {peer} {server_hostname} closed the connection during the TLS handshake"
 
 
 def _describe_peer_cert(tls: trio.SSLStream[trio.abc.Stream]) -> str:
@@ -335,113 +266,80 @@ def _describe_peer_cert(tls: trio.SSLStream[trio.abc.Stream]) -> str:
 async def _open_connect_tunnel(
     proxy: ProxyURL, target: Target, options: RouteOptions, clock: PhaseClock
 ) -> trio.abc.Stream:
-    trace = options.trace
-    try:
-        authenticator = ProxyAuthenticator(
-            options.credentials_for(proxy),
-            authority=target.authority,
-            proxy_host=proxy.host,
-            schemes=options.proxy_auth_schemes,
-        )
-    except ValueError as exc:  # an unknown scheme name in proxy_auth_schemes
-        raise ProxyConfigError(str(exc)) from None
-    authorization = authenticator.initial_authorization()
-    stream = await _connect_proxy(proxy, options, clock)
+    negotiation = ConnectNegotiation(
+        target.host,
+        target.port,
+        credentials=options.credentials_for(proxy),
+        proxy_host=proxy.host,
+        headers=options.proxy_headers,
+        schemes=options.proxy_auth_schemes,
+        trace=options.trace,
+    )
+    stream = await connect_proxy(proxy, options, clock)
+    return await negotiate_tunnel(
+        negotiation, stream, lambda: connect_proxy(proxy, options, clock), clock
+    )
+
+
+async def negotiate_tunnel(
+    negotiation: ConnectNegotiation,
+    stream: trio.abc.Stream,
+    reconnect: Callable[[], Awaitable[trio.abc.Stream]],
+    clock: PhaseClock,
+) -> trio.abc.Stream:
+    """Drive ``negotiation`` over ``stream`` (and new connections from
+    ``reconnect`` when the proxy closes one): the tunnel, or its typed error.
+
+    Only moves bytes; every decision is the negotiation's. The stream is
+    closed on failure.
+    """
+    action: SendRequest | TunnelOpen | TunnelFailed = negotiation.start()
+    doing = f"waiting for the proxy's reply to CONNECT {negotiation.authority}"
     try:
         while True:
-            headers = [("User-Agent", USER_AGENT), *options.proxy_headers]
-            if authorization is not None:
-                headers.append(("Proxy-Authorization", authorization))
-            request = build_connect_request(target.host, target.port, headers=headers)
-            trace_head(
-                trace,
-                ">",
-                f"CONNECT {target.authority} HTTP/1.1",
-                [("Host", target.authority), *headers],
-            )
-            with clock.phase(
-                "tunnel", f"waiting for the proxy's reply to CONNECT {target.authority}"
-            ):
-                reply, leftover = await _connect_exchange(stream, request)
-            trace_head(
-                trace,
-                "<",
-                f"HTTP/{reply.http_version} {reply.status} {reply.reason}",
-                reply.headers,
-            )
-            if reply.ok:
-                if trace:
-                    trace(f"* Tunnel to {target.authority} established")
-                return prefixed(stream, leftover)
-            if reply.status != 407:
-                raise _refusal(reply, target)
-            # Bytes beyond the reply mean the proxy is out of step with us:
-            # a new connection is safer than reusing this one. NTLM and
-            # Negotiate cannot move to a new one mid-handshake: respond()
-            # turns that into a clear error.
-            reusable = reply.reusable and not leftover
-            noted = len(authenticator.notes)
-            try:
-                authorization = authenticator.respond(reply, connection_reusable=reusable)
-            finally:
-                if trace:
-                    for note in authenticator.notes[noted:]:
-                        trace(f"* {note}")
-            if trace:
-                step = " (a connection-bound handshake)" if authenticator.connection_bound else ""
-                trace(f"* Answering the proxy's challenge with {authenticator.scheme_used}{step}")
-            if not reusable:
-                if trace:
-                    trace("* The proxy closed the connection after 407; retrying on a new one")
+            if isinstance(action, TunnelOpen):
+                return prefixed(stream, action.leftover)
+            if not isinstance(action, SendRequest):
+                raise action.error
+            if action.reconnect:
                 await stream.aclose()
-                stream = await _connect_proxy(proxy, options, clock)
+                stream = await reconnect()
+            with clock.phase("tunnel", doing):
+                action = await _exchange(negotiation, stream, action.data)
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
 
 
-async def _connect_proxy(
-    proxy: ProxyURL, options: RouteOptions, clock: PhaseClock
-) -> trio.abc.Stream:
-    stream: trio.abc.Stream = await _connect_tcp(
-        proxy.host, proxy.port, clock, options.trace, via_proxy=True
-    )
-    if proxy.scheme == "https":
-        context = options.proxy_ssl_context or default_ssl_context()
-        stream = await start_tls(
-            stream, context, proxy.host, peer="proxy", clock=clock, trace=options.trace
-        )
-    return stream
-
-
-async def _connect_exchange(stream: trio.abc.Stream, request: bytes) -> tuple[ProxyReply, bytes]:
-    """Send one CONNECT and read the proxy's complete reply."""
-    parser = ConnectReplyParser()
+async def _exchange(
+    negotiation: ConnectNegotiation, stream: trio.abc.Stream, request: bytes
+) -> SendRequest | TunnelOpen | TunnelFailed:
+    """Send one CONNECT and feed the reply until the negotiation decides."""
     try:
         await stream.send_all(request)
         while True:
             data = await stream.receive_some(RECEIVE_SIZE)
-            reply = parser.feed(bytes(data)) if data else parser.feed_eof()
-            if reply is not None:
-                return reply, parser.leftover
-            if not data:
-                # feed_eof raises when EOF leaves the reply incomplete; this
-                # line is only reached if the parser breaks that promise.
-                raise ProxyProtocolError("proxy closed the connection without a complete reply")
+            action = negotiation.receive_data(bytes(data))
+            if action is not None:
+                return action
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        raise ProxyProtocolError(
-            "the connection to the proxy broke while negotiating the tunnel"
-            f" ({exc.__cause__ or exc})"
-        ) from exc
+        return negotiation.connection_broken(str(exc.__cause__ or exc))
 
 
-def _refusal(reply: ProxyReply, target: Target) -> ProxyRefusedError:
-    message = f"proxy refused the tunnel to {target.authority}: {reply.status} {reply.reason}"
-    if reply.status == 403 and target.port != 443:
-        message += " (many proxies allow CONNECT only to port 443: try wss:// on port 443)"
-    return ProxyRefusedError(
-        message, status=reply.status, reason=reply.reason, headers=reply.headers, body=reply.body
+async def connect_proxy(
+    proxy: ProxyURL, options: RouteOptions, clock: PhaseClock, *, quiet: bool = False
+) -> trio.abc.Stream:
+    """TCP to the proxy, plus TLS for an ``https://`` proxy."""
+    trace = None if quiet else options.trace
+    stream: trio.abc.Stream = await connect_tcp(
+        proxy.host, proxy.port, clock, trace, via_proxy=True
     )
+    if proxy.scheme == "https":
+        context = options.proxy_ssl_context or default_ssl_context()
+        stream = await start_tls(
+            stream, context, proxy.host, peer="proxy", clock=clock, trace=trace
+        )
+    return stream
 
 
 def prefixed(inner: trio.abc.Stream, prefix: bytes) -> trio.abc.Stream:

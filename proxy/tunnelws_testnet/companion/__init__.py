@@ -17,7 +17,7 @@ from ._config import ProxyConfig
 from ._intercept import CA_FILE_NAME
 from ._log import LogSink
 from ._policy import HostRules, Policy, Refusal
-from ._profiles import PROFILES, Profile
+from ._profiles import PROFILES, SQUID_SAFE_PORTS, Profile
 from ._quirks import ReplyQuirks
 from ._request import BadRequest, RequestHead, RequestHeadParser
 from ._server import RunningProxy, serve_proxy
@@ -27,6 +27,7 @@ from ._toxics import Toxics
 __all__ = [
     "CA_FILE_NAME",
     "PROFILES",
+    "SQUID_SAFE_PORTS",
     "AuthResult",
     "Authenticator",
     "BadRequest",

@@ -1,5 +1,6 @@
 """Server-side proxy authentication: Basic (RFC 7617), Digest (RFC 7616), and
-NTLM / Negotiate (connection-bound; verified by pyspnego, see ``_ntlm``).
+NTLM / Negotiate (connection-bound; verified by pyspnego, see ``_ntlm``;
+Negotiate takes NTLM inside SPNEGO, and Kerberos given a keytab).
 
 Written independently of the tunnelws client's auth code on purpose, so the
 two check each other. Pure: header values in, verdicts out. Digest nonces are
@@ -17,6 +18,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from ._ntlm import NTLMAcceptor, NTLMSession
@@ -71,6 +73,8 @@ class AuthResult:
     # NTLM messages decoded from this header and the challenge it produced
     # (type, flags, names; never response bytes), for the log.
     messages: tuple[dict[str, Any], ...] = ()
+    # For NTLM and Negotiate: what authenticated the user, "ntlm" or "kerberos".
+    mechanism: str | None = None
 
 
 class Authenticator:
@@ -85,6 +89,7 @@ class Authenticator:
         realm: str = "tunnelws",
         digest_algorithm: DigestAlgorithm = "MD5",
         nonce_lifetime: float = 300.0,
+        keytab: Path | None = None,
     ) -> None:
         if scheme not in _SCHEME_NAMES:
             raise ValueError(f"unknown auth scheme {scheme!r}")
@@ -92,6 +97,8 @@ class Authenticator:
             raise ValueError(f"unsupported digest algorithm {digest_algorithm!r}")
         if '"' in realm or "\\" in realm:
             raise ValueError("realm must not contain quotes or backslashes")
+        if keytab is not None and scheme != "negotiate":
+            raise ValueError("a keytab is for the negotiate scheme (Kerberos)")
         self.user = user
         self._password = password
         self.scheme = scheme
@@ -101,7 +108,7 @@ class Authenticator:
         self._secret = secrets.token_bytes(32)
         self._opaque = secrets.token_hex(8)
         self._ntlm = (
-            NTLMAcceptor(user, password, protocol=scheme)
+            NTLMAcceptor(user, password, protocol=scheme, keytab=keytab)
             if scheme in ("ntlm", "negotiate")
             else None
         )
@@ -195,7 +202,7 @@ class Authenticator:
         messages = tuple(session.messages[seen:])
         if user is None:
             return AuthResult(False, reason=reason, messages=messages)
-        return AuthResult(True, user, messages=messages)
+        return AuthResult(True, user, messages=messages, mechanism=session.mechanism)
 
     def _verify_basic(self, token: str) -> AuthResult:
         try:

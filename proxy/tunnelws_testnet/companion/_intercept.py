@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import trio
-import trustme
 
 from ._streams import PrefixedStream
 
@@ -38,6 +37,9 @@ class InterceptCA:
     ``ca_dir/tunnelws-proxy-ca.pem`` for clients that should trust it."""
 
     def __init__(self, ca_dir: Path | None = None) -> None:
+        # Imported here: trustme (the ``testnet`` extra) is needed only to intercept.
+        import trustme
+
         self._ca = trustme.CA(organization_name="tunnelws companion proxy")
         self._temporary = ca_dir is None
         self.directory = (

@@ -1,11 +1,14 @@
 """Server side of NTLM and Negotiate (RFC 4559) for the companion proxy.
 
 Verification is pyspnego's acceptor, a real implementation independent of
-the tunnelws client code. pyspnego reads the accepted credentials from the
-file named by ``NTLM_USER_FILE``; each :class:`NTLMAcceptor` writes its own
-file and points the variable at it only while pyspnego runs (synchronously,
-so no other trio task can observe it), which lets several proxies with
-different users share a process.
+the tunnelws client code. pyspnego reads the accepted NTLM credentials from
+the file named by ``NTLM_USER_FILE``; each :class:`NTLMAcceptor` writes its
+own file and points the variable at it only while pyspnego runs
+(synchronously, so no other trio task can observe it), which lets several
+proxies with different users share a process. Negotiate also accepts
+Kerberos when python-gssapi is installed: GSSAPI takes the service keys from
+``KRB5_KTNAME``, set the same way from the acceptor's ``keytab`` (without
+one, whatever the environment names is used).
 
 :func:`describe_ntlm_message` decodes the NTLMSSP header fields of each
 message (type, flags, names) for the log, so tests can check the exchange
@@ -82,13 +85,23 @@ class NTLMSession:
 
     context: Any = None  # the pyspnego acceptor, once a first token arrived
     pending_token: bytes | None = None  # the challenge to send with the next 407
+    # What authenticated the connection: "ntlm" or "kerberos" (pyspnego's name).
+    mechanism: str | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)
 
 
 class NTLMAcceptor:
-    """Accepts one user's NTLM (or Negotiate wrapping NTLM) credentials."""
+    """Accepts one user's NTLM credentials, raw or inside SPNEGO (Negotiate);
+    for Negotiate also any Kerberos ticket for a service key in ``keytab``."""
 
-    def __init__(self, user: str, password: str, *, protocol: str) -> None:
+    def __init__(
+        self,
+        user: str,
+        password: str,
+        *,
+        protocol: str,
+        keytab: str | os.PathLike[str] | None = None,
+    ) -> None:
         if protocol not in ("ntlm", "negotiate"):
             raise ValueError(f"unknown protocol {protocol!r}")
         domain, backslash, name = user.partition("\\")
@@ -98,22 +111,27 @@ class NTLMAcceptor:
             # pyspnego's credential file is colon- and line-separated.
             raise ValueError("NTLM user names and passwords must not contain ':' or newlines")
         self.protocol = protocol
+        self._environment = {"NTLM_USER_FILE": ""}
+        if keytab is not None:
+            self._environment["KRB5_KTNAME"] = f"FILE:{os.fspath(keytab)}"
         self._directory = tempfile.TemporaryDirectory(prefix="tunnelws-ntlm-")
-        self._user_file = os.path.join(self._directory.name, "ntlm-users")
-        with open(self._user_file, "w", encoding="utf-8") as handle:
+        user_file = os.path.join(self._directory.name, "ntlm-users")
+        with open(user_file, "w", encoding="utf-8") as handle:
             handle.write(f"{domain}:{name}:{password}\n")
+        self._environment["NTLM_USER_FILE"] = user_file
 
     @contextmanager
-    def _user_file_in_environment(self) -> Iterator[None]:
-        previous = os.environ.get("NTLM_USER_FILE")
-        os.environ["NTLM_USER_FILE"] = self._user_file
+    def _acceptor_environment(self) -> Iterator[None]:
+        previous = {name: os.environ.get(name) for name in self._environment}
+        os.environ.update(self._environment)
         try:
             yield
         finally:
-            if previous is None:
-                del os.environ["NTLM_USER_FILE"]
-            else:
-                os.environ["NTLM_USER_FILE"] = previous
+            for name, value in previous.items():
+                if value is None:
+                    del os.environ[name]
+                else:
+                    os.environ[name] = value
 
     def accept(self, session: NTLMSession, token: bytes) -> tuple[str | None, str]:
         """Feed one client token. Returns ``(user, "")`` when authenticated,
@@ -126,8 +144,8 @@ class NTLMAcceptor:
         session.messages.append(info or {"type": "not-ntlm"})
         first = info is not None and info.get("type") == 1
         if info is None and self.protocol == "negotiate" and session.context is None:
-            first = True  # a SPNEGO token without NTLM inside (Kerberos): let pyspnego say no
-        with self._user_file_in_environment():
+            first = True  # a SPNEGO token without NTLM inside (Kerberos): pyspnego decides
+        with self._acceptor_environment():
             try:
                 if first or session.context is None:
                     if not first:
@@ -142,6 +160,7 @@ class NTLMAcceptor:
                 return None, f"rejected: {str(exc).splitlines()[0][:160]}"
         if session.context.complete:
             user = str(session.context.client_principal or "")
+            session.mechanism = str(session.context.negotiated_protocol or "") or None
             session.context = None
             return user or "?", ""
         session.pending_token = reply

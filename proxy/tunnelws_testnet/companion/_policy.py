@@ -83,18 +83,23 @@ class Refusal:
 class Policy:
     """Port and host allow/deny rules.
 
-    ``allow_ports=None`` allows every port; ``allow_hosts`` empty allows every
-    host; ``deny_hosts`` wins over ``allow_hosts``.
+    ``allow_ports=None`` allows every port; ``connect_ports`` (None: no
+    further limit) restricts CONNECT alone, like squid's ``SSL_ports``;
+    ``allow_hosts`` empty allows every host; ``deny_hosts`` wins over
+    ``allow_hosts``.
     """
 
     allow_ports: frozenset[int] | None = None
     allow_hosts: HostRules = HostRules()
     deny_hosts: HostRules = HostRules()
     deny_status: int = 403
+    connect_ports: frozenset[int] | None = None
 
-    def check(self, host: str, port: int) -> Refusal | None:
+    def check(self, host: str, port: int, *, connect: bool = True) -> Refusal | None:
         if self.allow_ports is not None and port not in self.allow_ports:
             return Refusal(self.deny_status, f"port {port} is not allowed")
+        if connect and self.connect_ports is not None and port not in self.connect_ports:
+            return Refusal(self.deny_status, f"CONNECT to port {port} is not allowed")
         if self.deny_hosts.matches(host):
             return Refusal(self.deny_status, f"host {host} is denied")
         if self.allow_hosts and not self.allow_hosts.matches(host):

@@ -13,7 +13,10 @@ from types import MappingProxyType
 from ._config import ProxyConfig
 from ._toxics import Toxics
 
-__all__ = ["PROFILES", "Profile"]
+__all__ = ["PROFILES", "SQUID_SAFE_PORTS", "Profile"]
+
+# squid.conf's stock ``Safe_ports``: where forwarded requests may go.
+SQUID_SAFE_PORTS = frozenset({80, 21, 443, 70, 210, 280, 488, 591, 777, *range(1025, 65536)})
 
 
 @dataclass(frozen=True)
@@ -27,8 +30,21 @@ _ALL = (
     Profile("open", "a plain open proxy: any port, no auth, no faults", ProxyConfig()),
     Profile(
         "squid-default",
-        "like squid's stock config: CONNECT only to port 443, Upgrade stripped on forwarded GETs",
-        ProxyConfig(allow_ports=frozenset({443}), strip_upgrade=True),
+        "like squid's stock config: CONNECT only to port 443, forwarded requests to its"
+        " Safe_ports (80, 21, 443, 70, 210, 280, 488, 591, 777, 1025-65535), Upgrade stripped",
+        ProxyConfig(
+            allow_ports=SQUID_SAFE_PORTS, connect_ports=frozenset({443}), strip_upgrade=True
+        ),
+    ),
+    Profile(
+        "forward-only",
+        "refuses CONNECT (405) and strips Upgrade: only plain forwarded HTTP passes",
+        ProxyConfig(refuse_connect=True, strip_upgrade=True),
+    ),
+    Profile(
+        "buffering",
+        "forward-only, and holds each response until 1 MiB or its end (a scanning proxy)",
+        ProxyConfig(refuse_connect=True, strip_upgrade=True, buffer_responses=1024 * 1024),
     ),
     Profile(
         "strict-corporate",

@@ -16,7 +16,7 @@ from typing import Literal
 
 import trio
 
-from tunnelws._streamio import StreamIO
+from tunnelws.streams import StreamIO
 
 from ._streams import abort_stream, can_half_close
 from ._toxics import Slicer, TokenBucket, Toxics
@@ -136,10 +136,10 @@ class _Relay:
         self, src: trio.SocketStream, dst: trio.SocketStream, direction: Direction
     ) -> None:
         """Both ends plain TCP: the client library's descriptor-level I/O
-        (StreamIO), which waits only when the kernel has nothing to read or no
-        room to write. trio's stream calls pass through the scheduler on every
-        call; here a relayed chunk costs one wake-up instead of three, which is
-        most of the latency a relay adds."""
+        (tunnelws.streams.StreamIO), which waits only when the kernel has
+        nothing to read or no room to write. trio's stream calls pass through
+        the scheduler on every call; here a relayed chunk costs one wake-up
+        instead of three, which is most of the latency a relay adds."""
         reader, writer = StreamIO(src), StreamIO(dst)
         while True:
             try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,10 @@ from ._request import (
     parse_absolute_url,
     parse_authority,
 )
+from ._responses import CuttingStream, HoldingStream
 from ._stats import ProxyStats
-from ._streams import can_half_close, prefixed, send_reply
+from ._streams import abort_stream, can_half_close, prefixed, send_reply
+from ._toxics import Toxics
 
 __all__ = ["RunningProxy", "serve_proxy"]
 
@@ -197,6 +199,7 @@ class _Proxy:
 
         credentials_sent = head.get("proxy-authorization") is not None
         user: str | None = None
+        mechanism: str | None = None  # for NTLM/Negotiate: "ntlm" or "kerberos"
         # A transparent proxy is invisible to the client, so it cannot challenge.
         if self.authenticator is not None and (is_connect or absolute):
             result = self.authenticator.verify(
@@ -206,9 +209,12 @@ class _Proxy:
                 self.log.emit("auth-message", client=client.peer, ntlm=message)
             if not result.ok:
                 return await self._challenge(client, head, result.reason, result.stale)
-            user = result.user
+            user, mechanism = result.user, result.mechanism
 
-        refusal = self.policy.check(host, port)
+        if is_connect and self.config.refuse_connect:
+            await self._refuse(client, head, 405, "this proxy does not allow CONNECT", user=user)
+            return False
+        refusal = self.policy.check(host, port, connect=is_connect)
         if refusal is not None:
             await self._refuse(client, head, refusal.status, refusal.reason, user=user)
             return False
@@ -222,6 +228,8 @@ class _Proxy:
             "user": user,
             "credentials": credentials_sent,
         }
+        if mechanism is not None:
+            fields["mechanism"] = mechanism
         if is_connect:
             await self._tunnel(client, host, port, fields)
         else:
@@ -294,10 +302,15 @@ class _Proxy:
         else:
             self.stats.bytes_down += n
 
-    async def _relay(self, client_side: trio.abc.Stream, origin: trio.abc.Stream) -> RelayResult:
+    async def _relay(
+        self,
+        client_side: trio.abc.Stream,
+        origin: trio.abc.Stream,
+        toxics: Toxics | None = None,
+    ) -> RelayResult:
         rng = random.Random(self.rng.getrandbits(64))
         result = await relay(
-            client_side, origin, self.config.toxics, rng=rng, on_bytes=self._count_bytes
+            client_side, origin, toxics or self.config.toxics, rng=rng, on_bytes=self._count_bytes
         )
         if result.end == "reset":
             self.stats.resets += 1
@@ -372,6 +385,8 @@ class _Proxy:
                     return
                 if intercepted:
                     self.stats.intercepted += 1
+                    if self.config.strip_upgrade:
+                        client_side = await self._strip_inside(client_side, origin_side, host, port)
             result = await self._relay(client_side, origin_side)
         finally:
             self.stats.tunnels_open -= 1
@@ -386,6 +401,32 @@ class _Proxy:
             intercepted=intercepted,
             **fields,
         )
+
+    async def _strip_inside(
+        self, client_side: trio.abc.Stream, origin_side: trio.abc.Stream, host: str, port: int
+    ) -> trio.abc.Stream:
+        """Rewrite the first request inside an intercepted tunnel as a
+        forwarded one (``Upgrade`` dropped); the origin then closes after its
+        answer, as for forwarded requests."""
+        parser = RequestHeadParser(self.config.max_head_bytes)
+        head = None
+        with trio.move_on_after(self.config.head_timeout):
+            try:
+                while head is None:
+                    data = await client_side.receive_some(RECEIVE_BYTES)
+                    if not data:
+                        break
+                    head = parser.feed(bytes(data))
+            except BadRequest:
+                head = None
+        if head is None:
+            return client_side  # not HTTP (or nothing): relay whatever comes
+        bracketed = f"[{host}]" if ":" in host else host
+        host_header = head.get("host") or (bracketed if port == 443 else f"{bracketed}:{port}")
+        await origin_side.send_all(
+            rewrite_request(head, host_header, head.target, strip_upgrade=True)
+        )
+        return prefixed(client_side, parser.leftover)
 
     async def _refuse_fields(
         self, client: _Client, status: int, detail: str, fields: dict[str, Any]
@@ -406,6 +447,10 @@ class _Proxy:
         path: str,
         fields: dict[str, Any],
     ) -> None:
+        refusal = self._body_refusal(head)
+        if refusal is not None:
+            await self._refuse(client, head, refusal[0], refusal[1], user=fields["user"])
+            return
         origin = await self._connect_origin(client, host, port, fields)
         if origin is None:
             return
@@ -420,7 +465,23 @@ class _Proxy:
             await trio.aclose_forcefully(origin)
             await self._refuse_fields(client, 502, "origin closed the connection", fields)
             return
-        result = await self._relay(prefixed(client.stream, client.leftover), origin)
+        client_side = prefixed(client.stream, client.leftover)
+        origin_side: trio.abc.Stream = origin
+        if self.config.buffer_responses is not None:
+            origin_side = HoldingStream(origin_side, self.config.buffer_responses, self._held)
+        reset = self.config.reset_responses and self.rng.random() < self.config.reset_responses
+        if reset:
+
+            async def cut() -> None:
+                self.stats.responses_reset += 1
+                await abort_stream(client.stream)
+
+            origin_side = CuttingStream(origin_side, random.Random(self.rng.getrandbits(64)), cut)
+        toxics = self.config.toxics
+        if self.config.request_time_limit is not None:
+            limit = min(self.config.request_time_limit, toxics.max_lifetime or float("inf"))
+            toxics = replace(toxics, max_lifetime=limit)
+        result = await self._relay(client_side, origin_side, toxics)
         self.log.emit(
             "forward",
             upgrade=head.get("upgrade") is not None,
@@ -431,6 +492,21 @@ class _Proxy:
             duration=round(trio.current_time() - started, 3),
             **fields,
         )
+
+
+    def _held(self) -> None:
+        self.stats.responses_buffered += 1
+
+    def _body_refusal(self, head: RequestHead) -> tuple[int, str] | None:
+        limit = self.config.max_request_body
+        if limit is None or not head.has_body:
+            return None
+        length = head.get("content-length")
+        if length is None or not length.strip().isdigit():
+            return 411, "a request body needs a Content-Length here"
+        if int(length) > limit:
+            return 413, f"request bodies are limited to {limit} bytes"
+        return None
 
 
 async def _lingering_close(stream: trio.abc.Stream) -> None:

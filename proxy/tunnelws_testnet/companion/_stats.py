@@ -30,6 +30,8 @@ class ProxyStats:
     intercepted: int = 0  # tunnels whose TLS the proxy terminated
     resets: int = 0  # tunnels ended with a TCP reset (toxics)
     idle_timeouts: int = 0
+    responses_reset: int = 0  # forwarded responses cut mid-body (reset_responses)
+    responses_buffered: int = 0  # forwarded responses held back (buffer_responses)
     internal_errors: int = 0  # unexpected exceptions while serving a client (see the log)
     bytes_up: int = 0
     bytes_down: int = 0

@@ -1,5 +1,5 @@
 """Small stream helpers: finding the socket, resets, replies. Replaying bytes
-read past a request head is the client's PrefixedStream, shared."""
+read past a request head is the client's public PrefixedStream, shared."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import struct
 
 import trio
 
-from tunnelws._transport import PrefixedStream, prefixed
+from tunnelws.streams import PrefixedStream, prefixed
 
 __all__ = ["PrefixedStream", "abort_stream", "prefixed", "send_reply", "socket_stream_of"]
 

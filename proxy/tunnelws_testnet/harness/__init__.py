@@ -19,9 +19,19 @@ from ._runner import (
     check_prerequisites,
     run_client,
 )
-from ._scenarios import CATALOGUE, Firewall, PacDelivery, ProxyKind, ProxySpec, Scenario, select
+from ._scenarios import (
+    BY_ID,
+    CATALOGUE,
+    Firewall,
+    PacDelivery,
+    ProxyKind,
+    ProxySpec,
+    Scenario,
+    select,
+)
 
 __all__ = [
+    "BY_ID",
     "CATALOGUE",
     "EXIT_CODES",
     "FLAG_DESCRIPTIONS",

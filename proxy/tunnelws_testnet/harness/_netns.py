@@ -22,10 +22,11 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..peers import alive
 from ._scenarios import (
     CLIENT_ADDRESS,
     CLIENT_ADDRESS6,
@@ -79,6 +80,8 @@ class Topology:
     router: str
     origin: str
     pids: list[int] = field(default_factory=list)
+    # A process's own stop signal when it is not SIGTERM (squid: SIGINT).
+    stop_signals: dict[int, signal.Signals] = field(default_factory=dict)
 
     @property
     def names(self) -> tuple[str, str, str]:
@@ -86,8 +89,12 @@ class Topology:
 
     def teardown(self) -> None:
         """Kill every process in our namespaces, then delete them. Idempotent."""
-        kill_pids([*self.pids, *(p for name in self.names for p in netns_pids(name))])
+        kill_pids(
+            [*self.pids, *(p for name in self.names for p in netns_pids(name))],
+            signals=self.stop_signals,
+        )
         self.pids.clear()
+        self.stop_signals.clear()
         for name in self.names:
             _delete_netns(name)
 
@@ -184,25 +191,20 @@ def netns_pids(name: str) -> list[int]:
     return [int(line) for line in result.stdout.split() if line.isdigit()]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def kill_pids(pids: Sequence[int], grace: float = 2.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds, exactly these PIDs."""
+def kill_pids(
+    pids: Sequence[int], grace: float = 2.0, *, signals: Mapping[int, signal.Signals] | None = None
+) -> None:
+    """SIGTERM (or the PID's own stop signal from ``signals``), then SIGKILL
+    after ``grace`` seconds, exactly these PIDs."""
     pids = sorted(set(pids))
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, (signals or {}).get(pid, signal.SIGTERM))
     deadline = time.monotonic() + grace
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
     for pid in pids:
-        if _alive(pid):
+        if alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -218,7 +220,7 @@ def _delete_netns(name: str) -> None:
 def _owner_alive(name: str) -> bool:
     """Whether the harness process named in ``tws-<pid>-...`` still runs."""
     pid_text = name[len(NAME_PREFIX) :].split("-", 1)[0]
-    return pid_text.isdigit() and _alive(int(pid_text))
+    return pid_text.isdigit() and alive(int(pid_text))
 
 
 def cleanup_stale(*, include_live: bool = False) -> list[str]:

@@ -13,14 +13,12 @@ from __future__ import annotations
 import atexit
 import base64
 import os
-import pwd
-import shutil
+import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,10 +28,21 @@ import trio
 
 from tunnelws_testnet.origin import LocalCA, make_test_ca
 
+from ..peers import (
+    CompanionProxy,
+    Launch,
+    Microsocks,
+    Peer,
+    Pproxy,
+    Squid,
+    Tinyproxy,
+    listening,
+)
 from ._firewall import apply_ruleset
 from ._netns import Topology, create_topology, install_system_ca
 from ._scenarios import (
     CLIENT_ADDRESS,
+    CLIENT_NETWORK,
     CORP_DOMAIN,
     DEAD_PROXY_PORT,
     ORIGIN_ADDRESS,
@@ -41,10 +50,10 @@ from ._scenarios import (
     ORIGIN_NAME,
     PAC_PORT,
     PROXY_ADDRESS,
-    PROXY_PORT,
     TRANSPARENT_PORT,
     PacDelivery,
     ProxyKind,
+    ProxySpec,
     Scenario,
 )
 
@@ -136,8 +145,12 @@ class RunningNetwork:
     client_env: dict[str, str]
     secrets: list[str]
     origin_log: Path
-    proxy_log: Path | None  # companion JSON log, squid access.log or tinyproxy log
+    proxy: Launch | None  # the proxy's command, log and log parser
     outputs: dict[str, Path] = field(default_factory=dict)  # process name -> stdout file
+
+    @property
+    def proxy_log(self) -> Path | None:
+        return None if self.proxy is None else self.proxy.log
 
     def masked_env(self) -> dict[str, str]:
         """The scenario's variables (not the inherited ones), secrets shown as ***."""
@@ -222,105 +235,31 @@ async def _start_servers(
         processes,
         env=origin_env,
     )
-    proxy_log: Path | None = None
     ca_file = ca.ca_pem_path
     # The servers start in parallel; their readiness is awaited afterwards, in turn.
     waits: list[Callable[[], Awaitable[None]]] = [
         partial(_wait_for_line, origin, outputs["origin"], "ready", "origin")
     ]
+    launch: Launch | None = None
     if spec is not None:
-        port = TRANSPARENT_PORT if not scenario.configure_proxy else PROXY_PORT
-        outputs["proxy"] = directory / "proxy.out"
-        if spec.kind is ProxyKind.COMPANION:
-            proxy_log = directory / "proxy.jsonl"
-            proxy_log.touch()
-            argv = [
-                sys.executable,
-                "-m",
-                "tunnelws",
-                "proxy",
-                "--listen",
-                f"{PROXY_ADDRESS}:{port}",
-                "--log",
-                str(proxy_log),
-                *spec.options,
-            ]
-            if spec.tls:
-                argv += ["--tls-cert", str(ca.cert_pem_path), "--tls-key", str(ca.key_pem_path)]
-            if spec.intercept:
-                intercept_dir = directory / "intercept-ca"
-                argv += [
-                    "--intercept",
-                    "--ca-dir",
-                    str(intercept_dir),
-                    "--onward-ca",
-                    str(ca.ca_pem_path),
-                ]
-                if spec.client_trusts_intercept_ca or spec.intercept_ca_in_system_store:
-                    ca_file = intercept_dir / "tunnelws-proxy-ca.pem"
-            proxy = await _spawn(topology, topology.router, argv, outputs["proxy"], processes)
-            waits.append(
-                partial(
-                    _wait_for_line,
-                    proxy,
-                    outputs["proxy"],
-                    "tunnelws proxy listening on",
-                    "companion proxy",
-                )
-            )
-        elif spec.kind is ProxyKind.SQUID:
-            proxy_log = await _start_squid(
-                topology, directory, outputs["proxy"], processes, cleanups, waits
-            )
-        elif spec.kind is ProxyKind.MICROSOCKS:
-            # Its output is its log: "client[N] ADDR: connected to HOST:PORT".
-            proxy_log = outputs["proxy"]
-            argv = [shutil.which("microsocks") or "/usr/bin/microsocks"]
-            argv += ["-i", PROXY_ADDRESS, "-p", str(spec.port)]
-            if spec.auth is not None:
-                argv += ["-u", spec.auth[0], "-P", spec.auth[1]]
-            proxy = await _spawn(topology, topology.router, argv, proxy_log, processes)
-            waits.append(
-                partial(
-                    _wait_until,
-                    proxy,
-                    partial(_listening, proxy.pid, spec.port),
-                    "microsocks",
-                    proxy_log,
-                )
-            )
-        elif spec.kind is ProxyKind.TINYPROXY:
-            proxy_log = await _start_tinyproxy(
-                topology, directory, outputs["proxy"], processes, waits
-            )
-        else:
-            # pproxy's -v output is its log: one "http CLIENT -> TARGET" line
-            # (or "socks5 ...") per request.
-            proxy_log = outputs["proxy"]
-            listen = f"http://{PROXY_ADDRESS}:{spec.port}"
-            extra: list[str] = []
-            if spec.kind is ProxyKind.SOCKS5:
-                listen = f"socks5://{PROXY_ADDRESS}:{spec.port}"
-                if spec.auth is not None:
-                    listen += "#{}:{}".format(*spec.auth)
-                    # pproxy otherwise trusts an address that authenticated once.
-                    extra = ["--auth", "0"]
-            proxy = await _spawn(
-                topology,
-                topology.router,
-                [sys.executable, "-u", "-m", "pproxy", "-l", listen, *extra, "-v"],
-                proxy_log,
-                processes,
-            )
-            waits.append(
-                partial(
-                    _wait_until,
-                    proxy,
-                    partial(_listening, proxy.pid, spec.port),
-                    "pproxy",
-                    proxy_log,
-                )
-            )
+        peer = _peer(spec, ca, directory)
+        port = spec.port if scenario.configure_proxy else TRANSPARENT_PORT
+        launch = peer.launch(directory, PROXY_ADDRESS, port)
+        cleanups.append(launch.finish)
+        outputs["proxy"] = launch.output
+        proxy = await _spawn(
+            topology,
+            topology.router,
+            launch.argv,
+            launch.output,
+            processes,
+            stop_signal=launch.stop_signal,
+        )
+        ready = partial(launch.ready, proxy.pid)
+        waits.append(partial(_wait_until, proxy, ready, launch.name, launch.output))
+        trusted = spec.client_trusts_intercept_ca or spec.intercept_ca_in_system_store
+        if trusted and isinstance(peer, CompanionProxy) and peer.intercept_ca is not None:
+            ca_file = peer.intercept_ca
     pac_url: str | None = None
     if scenario.pac is not None and spec is not None:
         pac_dir = directory / "pac"
@@ -357,7 +296,7 @@ async def _start_servers(
                 partial(
                     _wait_until,
                     server,
-                    partial(_listening, server.pid, pac_port),
+                    partial(listening, server.pid, PROXY_ADDRESS, pac_port),
                     "PAC HTTP server",
                     outputs["pac-server"],
                 )
@@ -376,7 +315,7 @@ async def _start_servers(
         client_env=_client_env(scenario, None if system_ca else ca_file, message, pac_url=pac_url),
         secrets=secrets,
         origin_log=origin_log,
-        proxy_log=proxy_log,
+        proxy=launch,
         outputs=outputs,
     )
 
@@ -432,6 +371,7 @@ async def _spawn(
     processes: list[trio.Process],
     *,
     env: dict[str, str] | None = None,
+    stop_signal: signal.Signals = signal.SIGTERM,
 ) -> trio.Process:
     with output.open("wb") as out:
         process = await trio.lowlevel.open_process(
@@ -444,6 +384,8 @@ async def _spawn(
         )
     # `ip netns exec` execs the command, so this PID is the server itself.
     topology.pids.append(process.pid)
+    if stop_signal is not signal.SIGTERM:
+        topology.stop_signals[process.pid] = stop_signal
     processes.append(process)
     return process
 
@@ -473,123 +415,21 @@ async def _wait_for_line(process: trio.Process, output: Path, needle: str, what:
     await _wait_until(process, lambda: needle in _tail(output, 100_000), what, output)
 
 
-def _listening(pid: int, port: int) -> bool:
-    # /proc/PID/net/* shows the sockets of PID's network namespace.
-    for table in ("tcp", "tcp6"):
-        with suppress(OSError):
-            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    return True
-    return False
-
-
-async def _start_squid(
-    topology: Topology,
-    directory: Path,
-    output: Path,
-    processes: list[trio.Process],
-    cleanups: list[Callable[[], None]],
-    waits: list[Callable[[], Awaitable[None]]],
-) -> Path:
-    squid = shutil.which("squid") or "/usr/sbin/squid"
-    instance = f"twsh{os.getpid()}{topology.router.rsplit('-', 2)[1]}"
-    # Started as root, squid drops to the proxy user, which needs its own directory.
-    run_dir = Path(tempfile.mkdtemp(prefix=f"{instance}-"))
-    user = _unprivileged_user()
-    os.chmod(run_dir, 0o755)
-    if user is not None:
-        os.chown(run_dir, user.pw_uid, user.pw_gid)
-    lines = [
-        f"http_port {PROXY_ADDRESS}:{PROXY_PORT}",
-        "pid_filename none",
-        "cache deny all",
-        "cache_mem 1 MB",
-        f"access_log stdio:{run_dir / 'access.log'}",
-        "buffered_logs off",
-        f"cache_log {run_dir / 'cache.log'}",
-        "cache_store_log none",
-        "logfile_rotate 0",
-        f"coredump_dir {run_dir}",
-        "shutdown_lifetime 0 seconds",
-        "pinger_enable off",
-        "visible_hostname tunnelws-harness-squid",
-        "dns_nameservers 127.0.0.1",
-        # squid's stock policy: CONNECT only to the SSL port.
-        "acl SSL_ports port 443",
-        "acl CONNECT method CONNECT",
-        "acl harness_clients src 10.77.1.0/24",
-        "http_access deny CONNECT !SSL_ports",
-        "http_access allow harness_clients",
-        "http_access deny all",
-    ]
-    if user is not None:
-        lines.append(f"cache_effective_user {user.pw_name}")
-    config = run_dir / "squid.conf"
-    config.write_text("\n".join(lines) + "\n")
-
-    def collect() -> None:
-        for name in ("access.log", "cache.log", "squid.conf"):
-            if (run_dir / name).exists():
-                shutil.copy(run_dir / name, directory / f"squid-{name}")
-        shutil.rmtree(run_dir, ignore_errors=True)
-        # squid leaves shared memory segments behind when killed.
-        for segment in Path("/dev/shm").glob(f"{instance}-*"):
-            segment.unlink(missing_ok=True)
-
-    cleanups.append(collect)
-    process = await _spawn(
-        topology,
-        topology.router,
-        [squid, "-N", "-f", str(config), "-n", instance],
-        output,
-        processes,
-    )
-    waits.append(
-        partial(_wait_until, process, partial(_listening, process.pid, PROXY_PORT), "squid", output)
-    )
-    return run_dir / "access.log"
-
-
-async def _start_tinyproxy(
-    topology: Topology,
-    directory: Path,
-    output: Path,
-    processes: list[trio.Process],
-    waits: list[Callable[[], Awaitable[None]]],
-) -> Path:
-    tinyproxy = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
-    log = directory / "tinyproxy.log"
-    config = directory / "tinyproxy.conf"
-    config.write_text(
-        "\n".join(
-            [
-                f"Port {PROXY_PORT}",
-                f"Listen {PROXY_ADDRESS}",
-                "Allow 10.77.1.0/24",
-                "Timeout 30",
-                "MaxClients 20",
-                f'LogFile "{log}"',
-                "LogLevel Info",
-            ]
+def _peer(spec: ProxySpec, ca: LocalCA, directory: Path) -> Peer:
+    """The proxy of a scenario, on the router, for the client network."""
+    if spec.kind is ProxyKind.COMPANION:
+        return CompanionProxy(
+            options=spec.options,
+            tls=(ca.cert_pem_path, ca.key_pem_path) if spec.tls else None,
+            intercept_ca_dir=directory / "intercept-ca" if spec.intercept else None,
+            onward_ca=ca.ca_pem_path if spec.intercept else None,
         )
-        + "\n"
-    )
-    process = await _spawn(
-        topology, topology.router, [tinyproxy, "-d", "-c", str(config)], output, processes
-    )
-    waits.append(
-        partial(
-            _wait_until, process, partial(_listening, process.pid, PROXY_PORT), "tinyproxy", output
-        )
-    )
-    return log
-
-
-def _unprivileged_user() -> pwd.struct_passwd | None:
-    if os.geteuid() != 0:
-        return None
-    for name in ("proxy", "squid", "nobody"):
-        with suppress(KeyError):
-            return pwd.getpwnam(name)
-    return None
+    if spec.kind is ProxyKind.SQUID:
+        return Squid(clients=CLIENT_NETWORK)  # squid's stock policy: CONNECT only to 443
+    if spec.kind is ProxyKind.TINYPROXY:
+        return Tinyproxy(clients=CLIENT_NETWORK)
+    if spec.kind is ProxyKind.MICROSOCKS:
+        return Microsocks(auth=spec.auth)
+    if spec.kind is ProxyKind.SOCKS5:
+        return Pproxy(scheme="socks5", auth=spec.auth)
+    return Pproxy(auth=spec.auth)

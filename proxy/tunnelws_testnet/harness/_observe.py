@@ -1,34 +1,26 @@
 """What the network saw the client do, and the flags raised from it.
 
 Sources: the firewall's counters (direct attempts, DNS queries), the proxy's
-log (companion JSON lines, squid's access.log, tinyproxy's log) and the
+log (read by its kind's parser in :mod:`tunnelws_testnet.peers`) and the
 origin's request log. The parsers are pure functions of the log text so they
 can be tested on their own.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._scenarios import ProxyKind, Scenario
+from ..peers import NtlmMessage, ProxyRequest, json_records
+from ._scenarios import Scenario
 
 __all__ = [
     "FLAG_DESCRIPTIONS",
-    "NtlmMessage",
     "Observation",
-    "ProxyRequest",
     "flags_for",
-    "parse_companion_log",
-    "parse_microsocks_log",
-    "parse_ntlm_messages",
     "parse_origin_log",
-    "parse_pproxy_log",
-    "parse_squid_log",
-    "parse_tinyproxy_log",
+    "request_host",
     "scenario_problems",
 ]
 
@@ -42,28 +34,6 @@ FLAG_DESCRIPTIONS = {
     "auth-loop": "more CONNECT attempts than one authenticated connection needs "
     f"({MAX_CONNECTS}; NTLM 3)",
 }
-
-
-@dataclass(frozen=True)
-class ProxyRequest:
-    """One request the proxy received (method, target as sent, status if known)."""
-
-    method: str
-    target: str
-    status: int | None = None
-    event: str = ""
-
-    @property
-    def absolute_form(self) -> bool:
-        return self.method != "CONNECT" and "://" in self.target
-
-
-@dataclass(frozen=True)
-class NtlmMessage:
-    """One NTLM message the companion decoded (type 1, 2 or 3) and its connection."""
-
-    connection: str  # the client's address:port as the proxy saw it
-    type: int
 
 
 @dataclass
@@ -117,122 +87,9 @@ class Observation:
         return any(types >= {1, 2, 3} for types in types_by_connection.values())
 
 
-def parse_companion_log(text: str) -> list[ProxyRequest]:
-    """Requests from the companion proxy's JSON log (one object per line)."""
-    requests = []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("method"):
-            status = record.get("status")
-            requests.append(
-                ProxyRequest(
-                    method=str(record["method"]),
-                    target=str(record.get("target", "")),
-                    status=status if isinstance(status, int) else None,
-                    event=str(record.get("event", "")),
-                )
-            )
-    return requests
-
-
-def parse_squid_log(text: str) -> list[ProxyRequest]:
-    """Requests from squid's native access.log format."""
-    requests = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 7:
-            continue
-        code, _, status = fields[3].partition("/")
-        requests.append(
-            ProxyRequest(
-                method=fields[5],
-                target=fields[6],
-                status=int(status) if status.isdigit() else None,
-                event=code,
-            )
-        )
-    return requests
-
-
-def parse_ntlm_messages(text: str) -> list[NtlmMessage]:
-    """The companion's ``auth-message`` records (decoded NTLM messages)."""
-    messages = []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(record, dict) or record.get("event") != "auth-message":
-            continue
-        ntlm = record.get("ntlm")
-        if isinstance(ntlm, dict) and isinstance(ntlm.get("type"), int):
-            messages.append(NtlmMessage(str(record.get("client", "")), ntlm["type"]))
-    return messages
-
-
-_TINYPROXY_REQUEST = re.compile(r"Request \(file descriptor \d+\): (\S+) (\S+)")
-
-
-def parse_tinyproxy_log(text: str) -> list[ProxyRequest]:
-    """Requests from tinyproxy's log (``Request (file descriptor N): METHOD TARGET``)."""
-    return [
-        ProxyRequest(method=m.group(1), target=m.group(2), event="request")
-        for m in _TINYPROXY_REQUEST.finditer(text)
-    ]
-
-
-_PPROXY_TUNNEL = re.compile(r"^(?:http|socks)\S* (\S+) -> (\S+)$", re.MULTILINE)
-
-
-def parse_pproxy_log(text: str) -> list[ProxyRequest]:
-    """Requests from pproxy's ``-v`` output (``http CLIENT -> TARGET`` per request,
-    ``socks5 CLIENT -> TARGET`` per SOCKS connection).
-
-    pproxy logs CONNECT tunnels, forwarded requests and SOCKS connections alike;
-    all count as CONNECTs.
-    """
-    return [
-        ProxyRequest(method="CONNECT", target=m.group(2), event="pproxy")
-        for m in _PPROXY_TUNNEL.finditer(text)
-    ]
-
-
-_MICROSOCKS_CONNECT = re.compile(r"^client\[\d+\] (\S+): connected to (\S+)$", re.MULTILINE)
-
-
-def parse_microsocks_log(text: str) -> list[ProxyRequest]:
-    """Connections from microsocks's output (``client[N] ADDR: connected to HOST:PORT``);
-    each counts as a CONNECT."""
-    return [
-        ProxyRequest(method="CONNECT", target=m.group(2), event="microsocks")
-        for m in _MICROSOCKS_CONNECT.finditer(text)
-    ]
-
-
-PROXY_LOG_PARSERS = {
-    ProxyKind.COMPANION: parse_companion_log,
-    ProxyKind.SQUID: parse_squid_log,
-    ProxyKind.TINYPROXY: parse_tinyproxy_log,
-    ProxyKind.PPROXY: parse_pproxy_log,
-    ProxyKind.SOCKS5: parse_pproxy_log,
-    ProxyKind.MICROSOCKS: parse_microsocks_log,
-}
-
-
 def parse_origin_log(text: str) -> list[dict[str, Any]]:
     """Request records from the harness origin's JSON log."""
-    records = []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+    return json_records(text)
 
 
 def request_host(target: str) -> str | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import secrets
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -25,15 +24,14 @@ import trio
 
 from tunnelws_testnet.origin import LocalCA
 
+from ..peers import find_binary, parse_ntlm_messages
 from ._firewall import read_counters
 from ._netns import kill_pids, netns_pids
 from ._network import NetworkStartError, RunningNetwork, make_harness_ca, scenario_network
 from ._observe import (
     FLAG_DESCRIPTIONS,
-    PROXY_LOG_PARSERS,
     Observation,
     flags_for,
-    parse_ntlm_messages,
     parse_origin_log,
     scenario_problems,
 )
@@ -64,8 +62,9 @@ EXIT_CODES = {
 }
 CATEGORY_BY_EXIT_CODE = {code: category for category, code in EXIT_CODES.items()}
 OUTPUT_LIMIT = 20_000  # characters of client output kept in the report
-LOG_SETTLE = {ProxyKind.SQUID: 0.6}  # squid logs a CONNECT only after the tunnel closed
-DEFAULT_SETTLE = 0.25
+# Seconds after the client exits before the logs are read (the proxy's kind
+# may need longer: squid logs a CONNECT only after the tunnel closed).
+LOG_SETTLE = 0.25
 MESSAGE_CHUNK = 4096  # TUNNELWS_MESSAGE length when the scenario repeats it
 
 
@@ -150,9 +149,7 @@ def check_prerequisites(scenario: Scenario) -> str | None:
     ):
         return "the pproxy package is not installed (pip install pproxy)"
     for binary in ("ip", "nft", *scenario.requires):
-        if shutil.which(binary) is None and not any(
-            os.access(f"{d}/{binary}", os.X_OK) for d in ("/usr/sbin", "/usr/bin", "/sbin")
-        ):
+        if find_binary(binary) is None:
             return f"{binary} is not installed"
     return None
 
@@ -256,9 +253,8 @@ async def _run_and_observe(
             with trio.move_on_after(2):
                 await process.wait()
         result.exit_code = process.returncode
-    await trio.sleep(
-        LOG_SETTLE.get(scenario.proxy.kind, DEFAULT_SETTLE) if scenario.proxy else DEFAULT_SETTLE
-    )
+    proxy = network.proxy
+    await trio.sleep(max(LOG_SETTLE, proxy.log_delay if proxy else 0.0))
     counters = await trio.to_thread.run_sync(read_counters, network.topology.router)
     observation = Observation(
         direct_attempts=counters.get("direct", 0),
@@ -266,8 +262,8 @@ async def _run_and_observe(
         dead_proxy_attempts=counters.get("dead_proxy", 0),
     )
     proxy_text = _read(network.proxy_log)
-    if scenario.proxy is not None:
-        observation.proxy_requests = PROXY_LOG_PARSERS[scenario.proxy.kind](proxy_text)
+    if proxy is not None and scenario.proxy is not None:
+        observation.proxy_requests = proxy.parse(proxy_text)
         if scenario.proxy.kind is ProxyKind.COMPANION:
             observation.ntlm_messages = parse_ntlm_messages(proxy_text)
     origin_text = _read(network.origin_log)

@@ -1,4 +1,5 @@
-"""The scenario catalogue (../shared/scenarios.md) as data.
+"""The scenario catalogue, as data: the one source of scenario ids and of
+what a correct client does in each.
 
 Every scenario is one small network: a client namespace, a router namespace
 that is both the firewall and the proxy host, and an origin namespace. A
@@ -6,17 +7,27 @@ scenario says how the firewall treats the client's direct traffic, which proxy
 runs (if any) and with which options, how the client is told about the proxy,
 which URL it gets, and what a correct client does. Adding a scenario is adding
 one :class:`Scenario` entry to :data:`CATALOGUE`.
+
+Other tables keyed by scenario (the in-process networks of
+:mod:`tunnelws_testnet.inprocess`, the test suite's ``check`` table, the
+compatibility matrix) use these ids and take the expectations from here; a
+test fails when one names an id missing here. The table in docs/harness.md is
+generated from this data (``python -m tunnelws_testnet.harness._doc``).
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 __all__ = [
+    "BY_ID",
     "CATALOGUE",
     "CLIENT_ADDRESS",
     "CLIENT_ADDRESS6",
+    "CLIENT_NETWORK",
     "CORP_DOMAIN",
     "DEAD_PROXY_PORT",
     "ORIGIN_ADDRESS",
@@ -41,6 +52,7 @@ __all__ = [
 # Addresses inside the namespaces of one scenario. Every scenario has its own
 # namespaces, so the same private ranges are reused; nothing is routed outside.
 CLIENT_ADDRESS = "10.77.1.2"
+CLIENT_NETWORK = "10.77.1.0/24"  # the client side of the router
 CLIENT_ADDRESS6 = "fd77:1::2"
 PROXY_ADDRESS = "10.77.1.1"  # the router's address on the client side
 PROXY_ADDRESS6 = "fd77:1::1"
@@ -387,6 +399,15 @@ CATALOGUE: tuple[Scenario, ...] = (
         expect_ntlm_one_connection=True,
     ),
     Scenario(
+        "auth-ntlm-wrong",
+        _C,
+        "proxy demands NTLM; wrong password",
+        "fail:proxy-auth",
+        proxy=_NTLM,
+        url_credentials=(NTLM_USER, "wrong-password"),
+        max_connects=3,
+    ),
+    Scenario(
         "auth-ntlm-close",
         _C,
         "proxy demands NTLM but closes the connection after every 407",
@@ -652,6 +673,10 @@ CATALOGUE: tuple[Scenario, ...] = (
         expect_connect_target=f"{ORIGIN_ADDRESS}:8080",
     ),
 )
+
+
+#: Every scenario by its id.
+BY_ID: Mapping[str, Scenario] = MappingProxyType({s.id: s for s in CATALOGUE})
 
 
 def select(ids: list[str] | tuple[str, ...]) -> list[Scenario]:

@@ -1,19 +1,22 @@
-"""The scenarios an in-process network can play: the subset of the catalogue
-that needs no root (listed in docs/pytest-plugin.md).
+"""The scenarios an in-process network can play: the subset of the harness
+catalogue (:data:`tunnelws_testnet.harness.CATALOGUE`) that needs no root,
+listed in docs/pytest-plugin.md.
 
 Each :class:`Scenario` is data: how the proxy behaves (a companion
 :class:`ProxyConfig`), what the firewall lets the client do, and how the
 client is told about the proxy (environment variable style, ``no_proxy``,
 credentials). :func:`~tunnelws_testnet.inprocess.open_network` turns it into
-running servers.
+running servers. The built-in ones in :data:`SCENARIOS` carry the catalogue's
+ids and take its expectations; they add only how to build the network here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from ..companion import ProxyConfig, ReplyQuirks, Toxics
+from ..harness import BY_ID
 from ._firewall import Egress
 
 __all__ = ["ORIGIN_HOST", "PROXY_PASSWORD", "PROXY_USER", "SCENARIOS", "Scenario"]
@@ -72,17 +75,19 @@ _AUTH = ProxyConfig(auth=(PROXY_USER, PROXY_PASSWORD))
 
 
 def _catalogue(*scenarios: Scenario) -> dict[str, Scenario]:
-    return {scenario.id: scenario for scenario in scenarios}
+    """By id, each with the expectation of the catalogue's scenario of that
+    id (KeyError for an id the catalogue lacks)."""
+    return {s.id: replace(s, expect=BY_ID[s.id].expect) for s in scenarios}
 
 
-#: Every scenario by id.
+#: Every scenario by id (the expectations come from the catalogue).
 SCENARIOS: dict[str, Scenario] = _catalogue(
     # A. No proxy
     Scenario("open-direct", "no proxy, direct egress open", proxied=False, egress="open",
              client_dns=True),
-    Scenario("blocked-reject", "no proxy, direct egress refused", "fail:connect",
-             proxied=False, client_dns=True),
-    Scenario("blocked-blackhole", "no proxy, direct egress silently dropped", "fail:timeout",
+    Scenario("blocked-reject", "no proxy, direct egress refused", proxied=False,
+             client_dns=True),
+    Scenario("blocked-blackhole", "no proxy, direct egress silently dropped",
              proxied=False, egress="blackhole", client_dns=True),
     # B. Explicit proxy
     Scenario("proxy-ws", "only the proxy reachable, ws:// origin", scheme="ws"),
@@ -96,9 +101,8 @@ SCENARIOS: dict[str, Scenario] = _catalogue(
     # C. Authentication
     Scenario("auth-basic", "Basic, credentials in the proxy URL", credentials="right",
              proxy=_AUTH),
-    Scenario("auth-basic-missing", "Basic demanded, no credentials", "fail:proxy-auth",
-             proxy=_AUTH),
-    Scenario("auth-basic-wrong", "Basic demanded, wrong credentials", "fail:proxy-auth",
+    Scenario("auth-basic-missing", "Basic demanded, no credentials", proxy=_AUTH),
+    Scenario("auth-basic-wrong", "Basic demanded, wrong credentials",
              credentials="wrong", proxy=_AUTH),
     Scenario("auth-407-close", "407 then close: retry on a new connection",
              credentials="right",
@@ -106,7 +110,7 @@ SCENARIOS: dict[str, Scenario] = _catalogue(
     Scenario("auth-digest", "Digest (qop=auth)", credentials="right",
              proxy=ProxyConfig(auth=(PROXY_USER, PROXY_PASSWORD), auth_scheme="digest")),
     # D. Proxy policy and quirks
-    Scenario("domain-deny", "the proxy denies the origin's host", "fail:proxy-refused",
+    Scenario("domain-deny", "the proxy denies the origin's host",
              proxy=ProxyConfig(deny_hosts=(ORIGIN_HOST,))),
     Scenario("proxy-http10", "HTTP/1.0 200", proxy=ProxyConfig(quirks=ReplyQuirks(http10=True))),
     Scenario("proxy-2xx-quirks", "200 with Connection: close, Content-Length, Transfer-Encoding",
@@ -114,26 +118,25 @@ SCENARIOS: dict[str, Scenario] = _catalogue(
                                                   transfer_encoding=True))),
     Scenario("proxy-dribble", "reply one byte at a time",
              proxy=ProxyConfig(quirks=ReplyQuirks(dribble=True))),
-    Scenario("proxy-error-html", "502 with an HTML body", "fail:proxy-refused",
+    Scenario("proxy-error-html", "502 with an HTML body",
              proxy=ProxyConfig(quirks=ReplyQuirks(reply_status=502))),
-    Scenario("proxy-garbage", "non-HTTP bytes", "fail:proxy-protocol",
+    Scenario("proxy-garbage", "non-HTTP bytes",
              proxy=ProxyConfig(quirks=ReplyQuirks(garbage=True))),
-    Scenario("proxy-close", "close without answering", "fail:proxy-protocol",
+    Scenario("proxy-close", "close without answering",
              proxy=ProxyConfig(quirks=ReplyQuirks(close_without_reply=True))),
-    Scenario("proxy-silent", "never answers", "fail:timeout",
+    Scenario("proxy-silent", "never answers",
              proxy=ProxyConfig(quirks=ReplyQuirks(never_reply=True))),
-    Scenario("proxy-huge-headers", "reply header block over 64 KiB", "fail:proxy-protocol",
+    Scenario("proxy-huge-headers", "reply header block over 64 KiB",
              proxy=ProxyConfig(quirks=ReplyQuirks(huge_headers=True))),
     # E. Intercepting proxies
-    Scenario("tls-intercept-untrusted", "TLS re-signed by a CA the client lacks", "fail:tls",
+    Scenario("tls-intercept-untrusted", "TLS re-signed by a CA the client lacks",
              intercept="untrusted"),
     Scenario("tls-intercept-trusted", "TLS re-signed by an installed corporate CA",
              intercept="trusted"),
     # F. Faults while connected
     Scenario("idle-timeout", "tunnels idle for 3 s are closed (use keepalive pings)",
              idle=4.0, proxy=ProxyConfig(toxics=Toxics(idle_timeout=3.0))),
-    Scenario("tunnel-reset", "the tunnel is reset 1 s after it opened",
-             "fail:connection-lost", idle=1.5,
+    Scenario("tunnel-reset", "the tunnel is reset 1 s after it opened", idle=1.5,
              proxy=ProxyConfig(toxics=Toxics(reset_after_seconds=1.0))),
     Scenario("slow-link", "100 ms each way, writes sliced to 1..16 bytes",
              proxy=ProxyConfig(toxics=Toxics(latency_up=0.1, latency_down=0.1, slice_min=1,

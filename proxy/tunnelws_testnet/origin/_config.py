@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from tunnelws_testnet.fallback import FallbackConfig
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ class OriginConfig:
     #: it quick and non-blocking. An exception it raises is not caught (it
     #: stops the server), so a broken hook fails loudly.
     on_request: Callable[[RequestInfo], None] | None = None
+    #: The HTTP fallback's sessions on /echo and /info (its max_message_size
+    #: is the one above).
+    fallback: FallbackConfig = field(default_factory=FallbackConfig)
 
     def __post_init__(self) -> None:
         if self.tls_port is not None and self.ssl_context is None:

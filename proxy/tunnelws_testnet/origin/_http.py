@@ -7,11 +7,14 @@ makes the write wait, never the server buffer, and is dropped in the end).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import NoReturn
 
 import h11
 import trio
@@ -19,10 +22,17 @@ import trio
 from ._config import OriginConfig
 
 RECEIVE_SIZE = 65536
+LINGER_SECONDS = 1.0
+LINGER_MAX_BYTES = 64 * 1024 * 1024
+logger = logging.getLogger("tunnelws_testnet.origin")
 
 
 class ClientGone(Exception):
     """The client closed, broke the connection, or was too slow; stop serving it."""
+
+
+class BodyTooLarge(ClientGone):
+    """A request body over its limit was answered with 413."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,7 @@ class HTTPConnection:
         self.h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=config.max_header_size
         )
+        self.request: h11.Request | None = None  # the one being answered
 
     async def send_raw(self, data: bytes) -> None:
         """Write bytes, waiting at most ``send_timeout`` for the client to take them."""
@@ -94,35 +105,18 @@ class HTTPConnection:
             await self.send_raw(data)
 
     async def next_request(self) -> h11.Request | None:
-        """Wait for the next request head and its (discarded) body.
+        """Wait for the next request head (its body is read with
+        :meth:`read_body` or :meth:`discard_body`).
 
         Returns ``None`` when the client is done (EOF or idle keep-alive
         timeout between requests). Protocol errors, timeouts in the middle of
-        a request and oversized heads are answered here (400, 408, 413, 431)
-        and then end the connection via :class:`ClientGone`.
+        a head and oversized heads are answered here (400, 408, 431) and then
+        end the connection via :class:`ClientGone`.
         """
-        request: h11.Request | None = None
-        body_size = 0
         with trio.move_on_after(self.config.request_timeout):
             while True:
-                try:
-                    event = self.h11.next_event()
-                except h11.RemoteProtocolError as exc:
-                    status = exc.error_status_hint
-                    message = (
-                        "request head too large"
-                        if status == 431
-                        else f"malformed HTTP request: {exc}"
-                    )
-                    await self.send_error(status, message)
-                    raise ClientGone(message) from exc
-                if event is h11.NEED_DATA:
-                    data = await self.receive_raw()
-                    self.h11.receive_data(data)
-                    continue
-                if isinstance(event, h11.ConnectionClosed) or (
-                    event is h11.PAUSED and request is None
-                ):
+                event = await self._next_event()
+                if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                     return None
                 if isinstance(event, h11.Request):
                     # h11 bounds only incomplete heads; a complete one that
@@ -130,19 +124,70 @@ class HTTPConnection:
                     if _head_size(event) > self.config.max_header_size:
                         await self.send_error(431, "request head too large")
                         raise ClientGone("request head too large")
-                    request = event
-                elif isinstance(event, h11.Data):
-                    # Bodies are not used by any endpoint; drain them within a bound.
-                    body_size += len(event.data)
-                    if body_size > self.config.max_header_size:
-                        await self.send_error(413, "request body too large")
-                        raise ClientGone("request body too large")
-                elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
-                    return request
-        if request is None and not self.h11.trailing_data[0]:
+                    self.request = event
+                    return event
+        if not self.h11.trailing_data[0]:
             return None  # idle keep-alive connection: close quietly
         await self.send_error(408, "request not received in time")
         raise ClientGone("request timeout")
+
+    async def read_body(self, limit: int) -> bytes:
+        """The current request's body, at most ``limit`` bytes (more: 413 and
+        ClientGone). Bounded by ``request_timeout`` (408)."""
+        declared = _content_length(self.request)
+        if declared is not None and declared > limit:
+            await self._refuse_body(limit)
+        if self.h11.they_are_waiting_for_100_continue:
+            await self.send(h11.InformationalResponse(status_code=100, headers=[]))
+        body = bytearray()
+        with trio.move_on_after(self.config.request_timeout):
+            while True:
+                event = await self._next_event()
+                if isinstance(event, h11.Data):
+                    body += event.data
+                    if len(body) > limit:
+                        await self._refuse_body(limit)
+                elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
+                    return bytes(body)
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise ClientGone("connection closed in the middle of a request body")
+        await self.send_error(408, "request body not received in time")
+        raise ClientGone("request body timeout")
+
+    async def _refuse_body(self, limit: int) -> NoReturn:
+        await self.send_error(413, f"request body larger than {limit} bytes")
+        raise BodyTooLarge("request body too large")
+
+    async def linger(self) -> None:
+        """Read (and drop) what the client is still sending for a moment:
+        closing with unread bytes would reset the connection and could
+        destroy the answer before the client reads it."""
+        with trio.move_on_after(LINGER_SECONDS):
+            if isinstance(self.stream, trio.SocketStream):
+                await self.stream.send_eof()
+            drained = 0
+            while drained < LINGER_MAX_BYTES and (data := await self.receive_raw()):
+                drained += len(data)
+
+    async def discard_body(self) -> None:
+        """Read and drop the body of a request whose endpoint uses none
+        (bounded like a head)."""
+        await self.read_body(self.config.max_header_size)
+
+    async def _next_event(self) -> h11.Event | type[h11.PAUSED]:
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                status = exc.error_status_hint
+                message = (
+                    "request head too large" if status == 431 else f"malformed HTTP request: {exc}"
+                )
+                await self.send_error(status, message)
+                raise ClientGone(message) from exc
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
+            self.h11.receive_data(await self.receive_raw())
 
     async def send_error(
         self, status: int, message: str, headers: Iterable[tuple[str, str]] = ()
@@ -225,6 +270,13 @@ class HTTPConnection:
             raise ClientGone("client closed during a streamed response")
 
 
+def _content_length(request: h11.Request | None) -> int | None:
+    for name, value in request.headers if request is not None else ():
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return None
+
+
 def _head_size(request: h11.Request) -> int:
     request_line = len(request.method) + len(request.target) + len(b"  HTTP/1.1\r\n")
     return request_line + sum(len(n) + len(v) + 4 for n, v in request.headers.raw_items())
@@ -237,3 +289,29 @@ def response(status: int, headers: Iterable[tuple[str, str]]) -> h11.Response:
         headers=[(name.encode("ascii"), value.encode("latin-1")) for name, value in headers],
         reason=HTTPStatus(status).phrase.encode("ascii"),
     )
+
+
+Route = Callable[["HTTPConnection", h11.Request], Awaitable[bool]]
+
+
+async def serve_http(stream: trio.abc.Stream, config: OriginConfig, route: Route) -> None:
+    """Serve one connection: ``route`` answers each request (reading or
+    discarding its body) and returns False when the connection must close."""
+    http = HTTPConnection(stream, config)
+    try:
+        while True:
+            request = await http.next_request()
+            if request is None:
+                return
+            keep_alive = await route(http, request)
+            if not keep_alive or not http.start_next_cycle():
+                return
+    except BodyTooLarge:
+        with contextlib.suppress(ClientGone, trio.BrokenResourceError):
+            await http.linger()
+    except ClientGone as exc:
+        logger.debug("connection ended: %s", exc)
+    except trio.BrokenResourceError as exc:  # e.g. a failed TLS handshake
+        logger.debug("connection broken: %r", exc)
+    finally:
+        await trio.aclose_forcefully(stream)

@@ -20,6 +20,7 @@ def describe_request(
     websocket: bool,
     subprotocol: str | None = None,
     offered_subprotocols: tuple[str, ...] = (),
+    transport: str | None = None,
     extensions: str | None = None,
     offered_extensions: tuple[str, ...] = (),
 ) -> dict[str, Any]:
@@ -42,6 +43,8 @@ def describe_request(
         "tls_cipher": peer.cipher,
         "alpn": peer.alpn,
         "websocket": websocket,
+        # "websocket" (an upgrade), "fallback" (the HTTP fallback) or "http".
+        "transport": transport or ("websocket" if websocket else "http"),
         "subprotocol": subprotocol,
         "offered_subprotocols": list(offered_subprotocols),
         # The Sec-WebSocket-Extensions answer (None: no extension agreed).

@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from functools import partial
 from urllib.parse import urlsplit
 
 import h11
 import trio
 
+from tunnelws.fallback import FallbackPath
+from tunnelws_testnet.fallback import (
+    SHIM_PATH,
+    Application,
+    FallbackServer,
+    run_fallback_server,
+    shim_js,
+)
+
 from . import _sse, _websocket
 from ._config import OriginAddresses, OriginConfig, RequestInfo
-from ._http import ClientGone, HTTPConnection, describe_peer
+from ._fallback import echo_application, info_application
+from ._http import HTTPConnection, describe_peer, serve_http
 from ._info import describe_request
 from ._page import page_config, page_html
 
 logger = logging.getLogger("tunnelws_testnet.origin")
 
 WEBSOCKET_PATHS = ("/echo", "/info")
-PLAIN_PATHS = ("/", "/config", "/info", "/timestamp")
+PLAIN_PATHS = ("/", "/config", "/info", "/timestamp", SHIM_PATH)
 
 
 async def serve_origin(
@@ -48,8 +59,14 @@ async def serve_origin(
         for listener in tcp_for_tls
         if config.ssl_context is not None
     ]
-    handler = partial(_serve_connection, config=config, addresses=addresses)
     async with trio.open_nursery() as nursery:
+        limits = replace(config.fallback.limits, max_message_size=config.max_message_size)
+        fallback = await nursery.start(
+            run_fallback_server, replace(config.fallback, limits=limits)
+        )
+        handler = partial(
+            _serve_connection, config=config, addresses=addresses, fallback=fallback
+        )
         await nursery.start(trio.serve_listeners, handler, http_listeners)
         if tls_listeners:
             await nursery.start(trio.serve_listeners, handler, tls_listeners)
@@ -63,25 +80,18 @@ def _bound(listener: trio.SocketListener) -> tuple[str, int]:
 
 
 async def _serve_connection(
-    stream: trio.abc.Stream, *, config: OriginConfig, addresses: OriginAddresses
+    stream: trio.abc.Stream,
+    *,
+    config: OriginConfig,
+    addresses: OriginAddresses,
+    fallback: FallbackServer,
 ) -> None:
-    http = HTTPConnection(stream, config)
-    try:
-        while True:
-            request = await http.next_request()
-            if request is None:
-                return
-            if config.on_request is not None:
-                config.on_request(_request_info(request, http.stream))
-            keep_alive = await _route(http, request, addresses)
-            if not keep_alive or not http.start_next_cycle():
-                return
-    except ClientGone as exc:
-        logger.debug("connection ended: %s", exc)
-    except trio.BrokenResourceError as exc:  # e.g. a failed TLS handshake
-        logger.debug("connection broken: %r", exc)
-    finally:
-        await trio.aclose_forcefully(stream)
+    async def route(http: HTTPConnection, request: h11.Request) -> bool:
+        if config.on_request is not None:
+            config.on_request(_request_info(request, http.stream))
+        return await _route(http, request, addresses, fallback)
+
+    await serve_http(stream, config, route)
 
 
 def _request_info(request: h11.Request, stream: trio.abc.Stream) -> RequestInfo:
@@ -102,12 +112,21 @@ def _request_info(request: h11.Request, stream: trio.abc.Stream) -> RequestInfo:
     )
 
 
-async def _route(http: HTTPConnection, request: h11.Request, addresses: OriginAddresses) -> bool:
+async def _route(
+    http: HTTPConnection,
+    request: h11.Request,
+    addresses: OriginAddresses,
+    fallback: FallbackServer,
+) -> bool:
     """Answer one request; False when the connection must not be reused."""
     target = request.target.decode("ascii", errors="replace")
     parts = urlsplit(target)
     path = parts.path
     logger.info("%s %s", request.method.decode("ascii", errors="replace"), target)
+    handled = await fallback.route(http, request, partial(_fallback_application, http, request))
+    if handled is not None:
+        return handled
+    await http.discard_body()
     if path in WEBSOCKET_PATHS and (
         path == "/echo" or _websocket.is_upgrade_request(request)
     ):
@@ -123,6 +142,10 @@ async def _route(http: HTTPConnection, request: h11.Request, addresses: OriginAd
         await http.send_body(
             200, [], page_html(), content_type="text/html; charset=utf-8", head_only=head_only
         )
+    elif path == SHIM_PATH:
+        await http.send_body(
+            200, [], shim_js(), content_type="text/javascript; charset=utf-8", head_only=head_only
+        )
     elif path == "/config":
         await http.send_json(page_config(addresses), head_only=head_only)
     elif path == "/info":
@@ -137,6 +160,20 @@ async def _route(http: HTTPConnection, request: h11.Request, addresses: OriginAd
         await _sse.stream_timestamps(http, plan, head_only)
         return False
     return True
+
+
+def _fallback_application(
+    http: HTTPConnection, request: h11.Request, path: FallbackPath
+) -> Application | None:
+    """What serves a new fallback session on ``path.resource``: the same
+    endpoints as over WebSocket."""
+    resource = urlsplit(path.resource).path
+    if resource == "/echo":
+        return echo_application()
+    if resource == "/info" and path.endpoint == "open":
+        info = describe_request(request, describe_peer(http.stream), websocket=True)
+        return info_application(info)
+    return None
 
 
 def _last_event_id(request: h11.Request) -> str | None:

@@ -7,8 +7,12 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import trustme
+# trustme (the ``testnet`` extra) is imported when a CA is made, so the
+# package imports without it and the commands can say what to install.
+if TYPE_CHECKING:
+    import trustme
 
 #: Names every test certificate covers, so ``localhost``, IPv4 and IPv6
 #: loopback all verify without extra arguments.
@@ -70,6 +74,8 @@ def make_test_ca(
     all_names = tuple(dict.fromkeys((*LOOPBACK_NAMES, *names)))
     folder = Path(tempfile.mkdtemp(prefix="tunnelws-ca-")) if directory is None else Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
+    import trustme
+
     ca = trustme.CA(organization_name="tunnelws test CA")
     cert = ca.issue_cert(*all_names)
     ca_pem_path = folder / "ca.pem"

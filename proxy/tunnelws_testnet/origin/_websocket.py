@@ -29,7 +29,7 @@ from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 from wsproto.utilities import generate_accept_token
 
-from tunnelws._deflate import (
+from tunnelws.deflate import (
     EXTENSION_NAME,
     Deflate,
     DeflateParameters,

@@ -137,6 +137,7 @@ class ConnectAttempt:
     reason: str
     offered_schemes: tuple[str, ...] = ()
     credentials_scheme: str | None = None  # the Proxy-Authorization scheme sent, if any
+    closed_after: bool = False  # the proxy would not take another request on the connection
 
 
 @dataclass(frozen=True)
@@ -232,8 +233,9 @@ def _diagnose_auth(obs: ConnectObservation, last: ConnectAttempt) -> Diagnosis:
             "proxy-auth",
             "auth-unsupported",
             f"the proxy requires authentication with {offered}, which tunnelws does not speak",
-            "run a local authenticating relay (cntlm, px) and point --proxy at it,"
-            f" or ask for one of {', '.join(SUPPORTED_SCHEMES)} to be enabled",
+            f"ask for one of {', '.join(SUPPORTED_SCHEMES)} to be enabled: tunnelws answers"
+            " those, and `tunnelws local-proxy` answers them for any other program too"
+            " (docs/local-proxy.md)",
         )
     if not obs.had_credentials:
         return Diagnosis(
@@ -243,6 +245,21 @@ def _diagnose_auth(obs: ConnectObservation, last: ConnectAttempt) -> Diagnosis:
             " were given",
             "pass --proxy-user USER:PASSWORD or put them in the proxy URL"
             " (http://USER:PASSWORD@HOST:PORT, special characters percent-encoded)",
+        )
+    if (
+        last.closed_after
+        and last.credentials_scheme is not None
+        and last.credentials_scheme.lower() in ("ntlm", "negotiate")
+        and obs.auth_error is not None
+    ):
+        # The challenge is only valid on the connection the proxy just closed.
+        return Diagnosis(
+            "proxy-auth",
+            "auth-handshake-closed",
+            f"the proxy closed the connection in the middle of the {last.credentials_scheme}"
+            " handshake, which authenticates one connection",
+            "the proxy must keep the connection open between its 407 and the answer: check"
+            " its keep-alive settings, or use Basic/Digest (--proxy-auth-scheme)",
         )
     sent = next((a.credentials_scheme for a in reversed(obs.attempts) if a.credentials_scheme), "")
     return Diagnosis(

@@ -8,34 +8,29 @@ import ssl
 
 import trio
 
-from .._auth import ProxyAuthenticator
 from .._errors import (
     PhaseTimeoutError,
     ProxyAuthError,
     ProxyConfigError,
+    ProxyConnectError,
+    ProxyProtocolError,
+    ProxyReplyError,
     TLSError,
     TunnelError,
 )
+from .._failures import classify_connect_failure, read_tls_failure
+from .._negotiation import ConnectNegotiation
 from .._route import ProxyDecision, resolve_proxy
 from .._target import format_authority
 from .._timeouts import PhaseClock
-from .._transport import PrefixedStream, open_route_stream, start_tls
+from .._transport import negotiate_tunnel, open_route_stream, start_tls
 from .._trust import default_ssl_context
 from . import _diagnose as rules
 from ._certs import CertNames
+from ._paths import open_plain_path, open_proxy
 from ._report import Diagnosis, StepStatus
 from ._state import StepFailed, Walk
-from ._wire import (
-    Exchange,
-    body_text,
-    cert_names,
-    classify_os_error,
-    connect_exchange,
-    is_ip_literal,
-    must,
-    offered_schemes,
-    tls_failure,
-)
+from ._wire import body_text, cert_names, is_ip_literal, must
 
 PORT_PROBE_TIMEOUT = 3.0
 DIRECT_COMPARE_TIMEOUT = 2.0
@@ -45,7 +40,7 @@ async def route(walk: Walk) -> tuple[StepStatus, str]:
     """Step 1: which proxy and why (explicit, environment, loopback, no_proxy)."""
     await trio.lowlevel.checkpoint()
     try:
-        decision = resolve_proxy(walk.target.url, walk.options.proxy, env=walk.options.env)
+        decision = resolve_proxy(walk.target.url, walk.route.proxy, env=walk.route.env)
     except ProxyConfigError as exc:
         raise StepFailed(
             "the proxy configuration is invalid", rules.diagnose_route(str(exc), exc.source)
@@ -72,7 +67,7 @@ async def route(walk: Walk) -> tuple[StepStatus, str]:
 
 
 def _describe_decision(walk: Walk, decision: ProxyDecision) -> None:
-    env = os.environ if walk.options.env is None else walk.options.env
+    env = os.environ if walk.route.env is None else walk.route.env
     if decision.considered:
         seen = [
             f"{name}={'set' if (env.get(name) or '').strip() else 'unset'}"
@@ -93,7 +88,7 @@ async def resolve_names(walk: Walk) -> tuple[StepStatus, str]:
     if is_ip_literal(host):
         await trio.lowlevel.checkpoint()
         return "skip", skipped or f"skipped: {host} is an IP address"
-    timeout = walk.options.connect_timeout
+    timeout = walk.timeout
     error = ""
     with trio.move_on_after(timeout) as scope:
         try:
@@ -122,14 +117,15 @@ async def tcp(walk: Walk) -> tuple[StepStatus, str]:
         (walk.proxy.host, walk.proxy.port) if walk.proxy is not None else walk.origin_address()
     )
     authority = format_authority(host, port)
-    timeout = walk.options.connect_timeout
+    timeout = walk.timeout
     stream: trio.abc.Stream | None = None
     failure: tuple[str, str] | None = None
     with trio.move_on_after(timeout) as scope:
         try:
             stream = await trio.open_tcp_stream(host, port)
         except OSError as exc:
-            failure = classify_os_error(exc)
+            read = classify_connect_failure(exc)
+            failure = (read.outcome, read.reason)
     if scope.cancelled_caught:
         failure = ("silent", "")
     if stream is None:
@@ -149,14 +145,14 @@ async def tcp(walk: Walk) -> tuple[StepStatus, str]:
 
 async def _proxy_tls(walk: Walk, stream: trio.abc.Stream) -> trio.abc.Stream:
     assert walk.proxy is not None
-    context = walk.options.proxy_ssl_context or default_ssl_context()
+    context = walk.route.proxy_ssl_context or default_ssl_context()
     try:
         tls = await start_tls(
             stream,
             context,
             walk.proxy.host,
             peer="proxy",
-            clock=PhaseClock(walk.options.connect_timeout),
+            clock=PhaseClock(walk.timeout),
             trace=walk.trace,
         )
     except TLSError as exc:
@@ -183,9 +179,9 @@ async def _proxy_tls(walk: Walk, stream: trio.abc.Stream) -> trio.abc.Stream:
 
 
 async def connect(walk: Walk) -> tuple[StepStatus, str]:
-    """Step 4: the CONNECT exchange, answering auth challenges (the
-    authenticator caps the attempts); after a 403, a probe to port 443 tells a
-    port policy from a host policy."""
+    """Step 4: the CONNECT negotiation, driven exactly as the client drives it
+    (the same :class:`ConnectNegotiation`); after a 403, a probe to port 443
+    tells a port policy from a host policy."""
     if walk.proxy is None:
         await trio.lowlevel.checkpoint()
         return "skip", "skipped: direct route, no tunnel"
@@ -193,89 +189,105 @@ async def connect(walk: Walk) -> tuple[StepStatus, str]:
         return await _socks_tunnel(walk)
     assert walk.stream is not None
     target = walk.target
-    credentials = walk.route_options(walk.proxy).credentials_for(walk.proxy)
-    authenticator = ProxyAuthenticator(
-        credentials, authority=target.authority, proxy_host=walk.proxy.host
-    )
-    authorization = authenticator.initial_authorization()
-    attempts: list[rules.ConnectAttempt] = []
-    auth_error: str | None = None
-    last: Exchange | None = None
-    timeout = walk.options.connect_timeout
-    while True:
-        last = await connect_exchange(
-            walk, walk.stream, target.host, target.port, authorization, timeout
+    negotiation = _negotiation(walk, target.port)
+    stream, walk.stream = walk.stream, None
+    timed_out = False
+    error: TunnelError | None = None
+    try:
+        walk.stream = await negotiate_tunnel(
+            negotiation, stream, lambda: open_proxy(walk), PhaseClock(walk.timeout)
         )
-        if last.reply is None:
-            break
-        reply = last.reply
-        attempts.append(
-            rules.ConnectAttempt(
-                reply.status,
-                reply.reason,
-                offered_schemes(reply),
-                authorization.split(" ", 1)[0] if authorization else None,
-            )
-        )
-        walk.details.append(
-            f"CONNECT {target.authority}"
-            + (
-                f" (Proxy-Authorization: {attempts[-1].credentials_scheme} ***)"
-                if authorization
-                else ""
-            )
-            + f" -> HTTP/{reply.http_version} {reply.status} {reply.reason}"
-        )
-        if reply.ok or reply.status != 407:
-            break
-        if attempts[-1].offered_schemes:
-            walk.details.append("proxy offers: " + ", ".join(attempts[-1].offered_schemes))
-        try:
-            authorization = authenticator.respond(reply)
-        except ProxyAuthError as exc:
-            auth_error = str(exc)
-            break
-        if not reply.reusable or last.leftover:
-            walk.details.append("the proxy closed the connection after 407; new connection")
-            await trio.aclose_forcefully(walk.stream)
-            walk.stream = await walk.connect_proxy()
-
-    final = last.reply
+    except PhaseTimeoutError as exc:
+        timed_out, error = True, exc
+    except (ProxyReplyError, ProxyProtocolError) as exc:
+        error = exc
+    except ProxyConnectError as exc:  # the reconnect after a 407-and-close failed
+        raise StepFailed(
+            "cannot reconnect to the proxy", rules.diagnose_route(str(exc), None)
+        ) from None
+    attempts = _record_attempts(walk, negotiation)
+    final = negotiation.reply
     port_443: int | None = None
     if final is not None and final.status == 403 and target.port != 443:
-        port_443 = await _probe_port_443(walk, authorization)
+        port_443 = await _probe_port_443(walk)
         if port_443 is not None:
             walk.details.append(f"CONNECT {format_authority(target.host, 443)} -> {port_443}")
+    last = negotiation.attempts[-1]
     observation = rules.ConnectObservation(
         authority=target.authority,
         port=target.port,
-        attempts=tuple(attempts),
-        had_credentials=credentials is not None,
-        auth_error=auth_error,
-        protocol_error=last.error,
+        attempts=attempts,
+        had_credentials=negotiation.had_credentials,
+        auth_error=str(error) if isinstance(error, ProxyAuthError) else None,
+        protocol_error=str(error) if isinstance(error, ProxyProtocolError) else None,
         reply_prefix=last.prefix,
         received_bytes=last.received,
-        timed_out=last.timed_out,
-        timeout=timeout,
+        timed_out=timed_out,
+        timeout=walk.timeout,
         port_443_status=port_443,
         body_excerpt=body_text(final.body) if final is not None else "",
     )
     diagnosis = rules.diagnose_connect(observation)
     if diagnosis is not None:
-        if final is not None:
-            summary = f"{final.status} {final.reason}"
-        elif last.timed_out:
+        walk.blocked = (diagnosis.category, final.status if final is not None else None)
+        if timed_out:
             summary = "no reply"
+        elif final is not None and not isinstance(error, ProxyProtocolError):
+            summary = f"{final.status} {final.reason}"
         else:
             summary = "bad reply"
         raise StepFailed(summary, diagnosis)
-    assert final is not None
-    if last.leftover:
-        walk.stream = PrefixedStream(walk.stream, last.leftover)
-    accepted = (
-        f"; {authenticator.scheme_used} credentials accepted" if authenticator.scheme_used else ""
-    )
+    assert final is not None and walk.stream is not None
+    scheme = negotiation.authenticator.scheme_used
+    accepted = f"; {scheme} credentials accepted" if scheme else ""
     return "ok", f"tunnel open: {final.status} {final.reason}{accepted}"
+
+
+def _negotiation(walk: Walk, port: int) -> ConnectNegotiation:
+    assert walk.proxy is not None
+    route = walk.route
+    try:
+        return ConnectNegotiation(
+            walk.target.host,
+            port,
+            credentials=route.credentials_for(walk.proxy),
+            proxy_host=walk.proxy.host,
+            headers=route.proxy_headers,
+            schemes=route.proxy_auth_schemes,
+            trace=walk.trace,
+        )
+    except ProxyConfigError as exc:
+        raise StepFailed(
+            "the proxy configuration is invalid", rules.diagnose_route(str(exc), exc.source)
+        ) from None
+
+
+def _record_attempts(
+    walk: Walk, negotiation: ConnectNegotiation
+) -> tuple[rules.ConnectAttempt, ...]:
+    """The attempts as the rules see them, and one detail line for each."""
+    attempts: list[rules.ConnectAttempt] = []
+    for attempt in negotiation.attempts:
+        if attempt.new_connection:
+            walk.details.append("the proxy closed the connection after 407; new connection")
+        sent = f" (Proxy-Authorization: {attempt.credentials_scheme} ***)"
+        line = f"CONNECT {attempt.authority}" + (sent if attempt.credentials_scheme else "")
+        if attempt.status is None:
+            walk.details.append(f"{line} -> {attempt.error or 'no reply'}")
+            continue
+        walk.details.append(f"{line} -> {attempt.status} {attempt.reason}")
+        if attempt.status == 407 and attempt.offered_schemes:
+            walk.details.append("proxy offers: " + ", ".join(attempt.offered_schemes))
+        attempts.append(
+            rules.ConnectAttempt(
+                attempt.status,
+                attempt.reason,
+                attempt.offered_schemes,
+                attempt.credentials_scheme,
+                closed_after=attempt.closed_after,
+            )
+        )
+    return tuple(attempts)
 
 
 async def _socks_tunnel(walk: Walk) -> tuple[StepStatus, str]:
@@ -284,10 +296,9 @@ async def _socks_tunnel(walk: Walk) -> tuple[StepStatus, str]:
     if walk.stream is not None:
         await trio.aclose_forcefully(walk.stream)
         walk.stream = None
-    options = walk.route_options(walk.proxy)
     try:
-        clock = PhaseClock(walk.options.connect_timeout)
-        walk.stream = await open_route_stream(walk.target, options, clock)
+        clock = PhaseClock(walk.timeout)
+        walk.stream = await open_route_stream(walk.target, walk.chosen_route(), clock)
     except TunnelError as exc:
         raise StepFailed(
             f"{walk.proxy.scheme} tunnel failed",
@@ -301,19 +312,22 @@ async def _socks_tunnel(walk: Walk) -> tuple[StepStatus, str]:
     return "ok", f"{walk.proxy.scheme} tunnel open to {walk.target.authority}"
 
 
-async def _probe_port_443(walk: Walk, authorization: str | None) -> int | None:
-    """Status of CONNECT to the same host on 443: tells port from host policy."""
+async def _probe_port_443(walk: Walk) -> int | None:
+    """Status of CONNECT to the same host on 443 (same credentials, same
+    negotiation): tells port from host policy."""
+    negotiation = _negotiation(walk, 443)
     with trio.move_on_after(PORT_PROBE_TIMEOUT):
         try:
-            stream = await walk.connect_proxy()
-        except TunnelError:
-            return None
-        async with stream:
-            result = await connect_exchange(
-                walk, stream, walk.target.host, 443, authorization, PORT_PROBE_TIMEOUT
+            stream = await open_proxy(walk)
+            tunnel = await negotiate_tunnel(
+                negotiation, stream, lambda: open_proxy(walk), PhaseClock(PORT_PROBE_TIMEOUT)
             )
-            return result.reply.status if result.reply is not None else None
-    return None
+        except TunnelError:
+            pass
+        else:
+            await trio.aclose_forcefully(tunnel)
+    reply = negotiation.reply
+    return reply.status if reply is not None else None
 
 
 async def tls(walk: Walk) -> tuple[StepStatus, str] | tuple[StepStatus, str, Diagnosis | None]:
@@ -323,8 +337,8 @@ async def tls(walk: Walk) -> tuple[StepStatus, str] | tuple[StepStatus, str, Dia
         return "skip", "skipped: ws:// has no TLS (a proxy on the way can read and alter it)"
     assert walk.stream is not None
     host = walk.target.host
-    context = walk.options.ssl_context or default_ssl_context()
-    timeout = walk.options.connect_timeout
+    context = walk.route.ssl_context or default_ssl_context()
+    timeout = walk.timeout
     verify_error: str | None = None
     handshake_error: str | None = None
     names: CertNames | None = None
@@ -340,7 +354,11 @@ async def tls(walk: Walk) -> tuple[StepStatus, str] | tuple[StepStatus, str, Dia
         )
     except TLSError as exc:
         walk.stream = None
-        verify_error, handshake_error = tls_failure(exc)
+        failure = read_tls_failure(exc)
+        verify_error = failure.verify_error
+        handshake_error = failure.handshake_error
+        if verify_error is None and handshake_error is None:
+            handshake_error = str(exc)
     except PhaseTimeoutError:
         walk.stream = None
         observation = rules.TLSObservation(
@@ -386,11 +404,11 @@ async def _fetch_names(walk: Walk, *, via_route: bool) -> CertNames | None:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    limit = walk.options.connect_timeout if via_route else DIRECT_COMPARE_TIMEOUT
+    limit = walk.timeout if via_route else DIRECT_COMPARE_TIMEOUT
     with trio.move_on_after(limit):
         try:
             if via_route:
-                stream = await walk.open_plain_path()
+                stream = await open_plain_path(walk)
             else:
                 stream = await trio.open_tcp_stream(walk.target.host, walk.target.port)
             tls = trio.SSLStream(stream, context, server_hostname=walk.target.host)

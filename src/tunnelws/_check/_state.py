@@ -1,34 +1,22 @@
-"""What the walk carries from step to step, and how it opens more
-connections along the same route (for the probes that need a second one)."""
+"""What the walk carries from step to step: plain data, no I/O (the steps and
+``_paths`` do that)."""
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import trio
 
-from .._auth import Credentials
 from .._proxy_url import ProxyURL
-from .._route import AUTO, ProxySetting
+from .._route_options import RouteKeywords, RouteOptions, route_options
 from .._target import Target
-from .._timeouts import PhaseClock
 from .._trace import Trace
-from .._transport import (
-    RouteOptions,
-    _connect_tcp,
-    open_route_stream,
-    start_tls,
-)
-from .._trust import default_ssl_context
-from ._channel import ChannelLost, MessageChannel
+from ._channel import MessageChannel
 from ._report import Diagnosis, StepStatus
-from ._upgrade import (
-    build_upgrade_request,
-    new_key,
-)
-from ._wire import read_head
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["CheckOptions", "Outcome", "StepFailed", "Walk"]
 
@@ -37,10 +25,11 @@ __all__ = ["CheckOptions", "Outcome", "StepFailed", "Walk"]
 Outcome = tuple[StepStatus, str] | tuple[StepStatus, str, Diagnosis | None] | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class CheckOptions:
-    """How ``check`` reaches the origin; the same meaning as for
-    :func:`~tunnelws.open_websocket`, plus:
+    """How ``check`` reaches the origin: ``route`` (a
+    :class:`~tunnelws.RouteOptions`, or its fields as keywords, exactly as for
+    :func:`~tunnelws.open_websocket`), plus:
 
     ``idle``: also check that the tunnel survives this many idle seconds.
     ``message_timeout``: seconds each echo may take.
@@ -49,21 +38,29 @@ class CheckOptions:
     ``connect_to``: reach the origin at this ``(host, port)`` instead of the
     URL's, keeping the URL's ``Host`` and SNI (like curl's ``--connect-to``;
     direct routes only).
-    ``env``: the environment for the route (default :data:`os.environ`).
     """
 
-    proxy: ProxySetting = AUTO
-    proxy_auth: tuple[str, str] | Credentials | None = None
-    proxy_headers: tuple[tuple[str, str], ...] = ()
-    ssl_context: ssl.SSLContext | None = None
-    proxy_ssl_context: ssl.SSLContext | None = None
-    connect_timeout: float = 10.0
+    route: RouteOptions
     message_timeout: float = 10.0
     idle: float | None = None
     compare_direct: bool = True
     connect_to: tuple[str, int] | None = None
-    env: Mapping[str, str] | None = None
-    trace: Trace | None = None
+
+    def __init__(
+        self,
+        route: RouteOptions | None = None,
+        *,
+        message_timeout: float = 10.0,
+        idle: float | None = None,
+        compare_direct: bool = True,
+        connect_to: tuple[str, int] | None = None,
+        **route_keywords: Unpack[RouteKeywords],
+    ) -> None:
+        object.__setattr__(self, "route", route_options(route, **route_keywords))
+        object.__setattr__(self, "message_timeout", message_timeout)
+        object.__setattr__(self, "idle", idle)
+        object.__setattr__(self, "compare_direct", compare_direct)
+        object.__setattr__(self, "connect_to", connect_to)
 
 
 class StepFailed(Exception):
@@ -75,81 +72,44 @@ class StepFailed(Exception):
         self.diagnosis = diagnosis
 
 
+@dataclass
 class Walk:
     """The state of one check: the route chosen, the stream built so far,
     and the details the current step has noted."""
 
-    def __init__(self, target: Target, options: CheckOptions) -> None:
-        self.target = target
-        self.options = options
-        self.trace = options.trace
-        self.proxy: ProxyURL | None = None
-        self.stream: trio.abc.Stream | None = None
-        self.channel: MessageChannel | None = None
-        self.leftover = b""
-        self.proxy_issuer: str | None = None
-        self.details: list[str] = []
+    target: Target
+    options: CheckOptions
+    proxy: ProxyURL | None = None
+    stream: trio.abc.Stream | None = None
+    channel: MessageChannel | None = None
+    leftover: bytes = b""  # bytes read after the upgrade reply
+    proxy_issuer: str | None = None
+    details: list[str] = field(default_factory=list)
+    #: How the native path broke, as the fallback rule reads it: the
+    #: taxonomy category and the reply's status (101 when nothing followed it).
+    blocked: tuple[str, int | None] | None = None
+    #: The fallback step's finding when the fallback works ("streaming, ...").
+    fallback_works: str | None = None
 
-    def route_options(self, proxy: ProxyURL | None) -> RouteOptions:
-        return RouteOptions(
-            proxy=proxy,
-            proxy_auth=self.options.proxy_auth,
-            proxy_headers=self.options.proxy_headers,
-            ssl_context=self.options.ssl_context,
-            proxy_ssl_context=self.options.proxy_ssl_context,
-            connect_timeout=self.options.connect_timeout,
-            trace=self.trace,
-        )
+    @property
+    def route(self) -> RouteOptions:
+        """The user's route options."""
+        return self.options.route
+
+    @property
+    def trace(self) -> Trace | None:
+        return self.options.route.trace
+
+    @property
+    def timeout(self) -> float:
+        """The connect timeout, which also bounds each probe."""
+        return self.options.route.connect_timeout
+
+    def chosen_route(self, *, quiet: bool = False) -> RouteOptions:
+        """The route options with the proxy the route step chose (None:
+        direct); ``quiet`` drops the trace (-v shows the main path only)."""
+        chosen = replace(self.options.route, proxy=self.proxy)
+        return replace(chosen, trace=None) if quiet else chosen
 
     def origin_address(self) -> tuple[str, int]:
         return self.options.connect_to or (self.target.host, self.target.port)
-
-    async def connect_proxy(self) -> trio.abc.Stream:
-        """A fresh connection to the proxy (TCP, plus TLS for https:// proxies)."""
-        assert self.proxy is not None
-        clock = PhaseClock(self.options.connect_timeout)
-        stream: trio.abc.Stream = await _connect_tcp(
-            self.proxy.host, self.proxy.port, clock, None, via_proxy=True
-        )
-        if self.proxy.scheme == "https":
-            context = self.options.proxy_ssl_context or default_ssl_context()
-            stream = await start_tls(
-                stream, context, self.proxy.host, peer="proxy", clock=clock, trace=None
-            )
-        return stream
-
-    async def open_plain_path(self) -> trio.abc.Stream:
-        """A new stream to the origin along the same route, before TLS."""
-        clock = PhaseClock(self.options.connect_timeout)
-        if self.proxy is None:
-            host, port = self.origin_address()
-            return await _connect_tcp(host, port, clock, None, via_proxy=False)
-        quiet = replace(self.route_options(self.proxy), trace=None)  # -v shows the main path only
-        return await open_route_stream(self.target, quiet, clock)
-
-    async def open_origin(self) -> trio.abc.Stream:
-        """A new stream to the origin along the same route, TLS done for wss://."""
-        stream = await self.open_plain_path()
-        if not self.target.secure:
-            return stream
-        context = self.options.ssl_context or default_ssl_context()
-        return await start_tls(
-            stream,
-            context,
-            self.target.host,
-            peer="origin",
-            clock=PhaseClock(self.options.connect_timeout),
-            trace=None,
-        )
-
-    async def open_websocket(self) -> MessageChannel:
-        """A second WebSocket to the URL along the same route."""
-        stream = await self.open_origin()
-        key = new_key()
-        head, leftover, _, _ = await read_head(
-            stream, build_upgrade_request(self.target, key), self.options.connect_timeout
-        )
-        if head is None or head.status != 101:
-            await trio.aclose_forcefully(stream)
-            raise ChannelLost("closed", detail="upgrade failed")
-        return MessageChannel(stream, leftover)

@@ -21,6 +21,7 @@ from .._transport import (
 from .._trust import default_ssl_context
 from . import _diagnose as rules
 from ._channel import ChannelLost, MessageChannel
+from ._paths import open_origin, open_second_websocket
 from ._report import Diagnosis, StepStatus
 from ._state import StepFailed, Walk
 from ._upgrade import (
@@ -53,7 +54,7 @@ async def upgrade(walk: Walk) -> tuple[StepStatus, str, Diagnosis | None]:
     """Step 6: the upgrade by hand, so a wrong reply can be reported as it came."""
     assert walk.stream is not None
     key = new_key()
-    timeout = walk.options.connect_timeout
+    timeout = walk.timeout
     request = build_upgrade_request(walk.target, key)
     trace_head(
         walk.trace,
@@ -71,7 +72,9 @@ async def upgrade(walk: Walk) -> tuple[StepStatus, str, Diagnosis | None]:
         error=error,
     )
     if head is None:
-        raise StepFailed("no reply", must(rules.diagnose_upgrade(base)))
+        silent = must(rules.diagnose_upgrade(base))
+        walk.blocked = (silent.category, None)
+        raise StepFailed("no reply", silent)
     trace_head(
         walk.trace, "<", f"HTTP/{head.http_version} {head.status} {head.reason}", head.headers
     )
@@ -104,6 +107,7 @@ async def upgrade(walk: Walk) -> tuple[StepStatus, str, Diagnosis | None]:
     diagnosis = rules.diagnose_upgrade(observation)
     summary = f"{head.status} {head.reason}"
     if diagnosis is not None and diagnosis.severity == "error":
+        walk.blocked = (diagnosis.category, head.status)
         raise StepFailed(summary, diagnosis)
     return ("warn" if diagnosis else "ok"), summary, diagnosis
 
@@ -111,14 +115,14 @@ async def upgrade(walk: Walk) -> tuple[StepStatus, str, Diagnosis | None]:
 async def _compare_via_info_websocket(walk: Walk) -> rules.HeaderChanges | None:
     """Upgrade to ``/info`` on a second connection and compare what the
     origin received with what was sent. None when it is not a tunnelws server."""
-    with trio.move_on_after(walk.options.connect_timeout):
+    with trio.move_on_after(walk.timeout):
         try:
-            stream = await walk.open_origin()
+            stream = await open_origin(walk)
         except TunnelError:
             return None
         info_key = new_key()
         request = build_upgrade_request(walk.target, info_key, "/info")
-        head, leftover, _, _ = await read_head(stream, request, walk.options.connect_timeout)
+        head, leftover, _, _ = await read_head(stream, request, walk.timeout)
         if head is None or head.status != 101:
             await trio.aclose_forcefully(stream)
             return None
@@ -136,14 +140,14 @@ async def _compare_via_info_websocket(walk: Walk) -> rules.HeaderChanges | None:
 async def _compare_via_info_get(walk: Walk) -> rules.HeaderChanges | None:
     """After a failed upgrade: what does the origin receive of an upgrade
     request sent to ``/info``? A 101 means nothing was stripped."""
-    with trio.move_on_after(walk.options.connect_timeout):
+    with trio.move_on_after(walk.timeout):
         try:
-            stream = await walk.open_origin()
+            stream = await open_origin(walk)
         except TunnelError:
             return None
         async with stream:
             request = build_get_request(walk.target, "/info")
-            head, rest, _, _ = await read_head(stream, request, walk.options.connect_timeout)
+            head, rest, _, _ = await read_head(stream, request, walk.timeout)
             if head is None:
                 return None
             if head.status == 101:
@@ -189,6 +193,9 @@ async def echo(walk: Walk) -> tuple[StepStatus, str]:
                 timeout=timeout,
                 close_code=failure.code,
             )
+            if part == "text" and (failure.timed_out or failure.how in ("closed", "reset")):
+                # Nothing at all came after the 101: as the client sees it.
+                walk.blocked = ("handshake", 101)
             raise StepFailed(f"{part} echo failed", rules.diagnose_echo(observation))
         if part == "latency":
             latencies.append(trio.current_time() - sent_at)
@@ -212,8 +219,8 @@ async def idle(walk: Walk) -> tuple[StepStatus, str] | None:
     interval = max(0.1, round(min(died_after, idle) / 2, 2))
     survived: bool | None = None
     try:
-        with trio.fail_after(walk.options.connect_timeout):
-            channel = await walk.open_websocket()
+        with trio.fail_after(walk.timeout):
+            channel = await open_second_websocket(walk)
     except (TunnelError, trio.TooSlowError, ChannelLost, BadResponse):
         walk.details.append("with pings: could not open a second WebSocket")
     else:
@@ -246,7 +253,7 @@ async def sse(walk: Walk) -> tuple[StepStatus, str, Diagnosis | None]:
         f"?interval={SSE_INTERVAL}&count={SSE_COUNT}&heartbeat=0"
     )
     arrivals: list[float] = []
-    limit = walk.options.connect_timeout + SSE_INTERVAL * SSE_COUNT + 5
+    limit = walk.timeout + SSE_INTERVAL * SSE_COUNT + 5
     started = trio.current_time()
     connect_to = walk.options.connect_to
 
@@ -257,10 +264,10 @@ async def sse(walk: Walk) -> tuple[StepStatus, str, Diagnosis | None]:
             return stream
         return await start_tls(
             stream,
-            walk.options.ssl_context or default_ssl_context(),
+            walk.route.ssl_context or default_ssl_context(),
             target.host,
             peer="origin",
-            clock=PhaseClock(walk.options.connect_timeout),
+            clock=PhaseClock(walk.timeout),
             trace=None,
         )
 
@@ -269,12 +276,7 @@ async def sse(walk: Walk) -> tuple[StepStatus, str, Diagnosis | None]:
         try:
             async with open_event_stream(
                 url,
-                proxy=walk.proxy,
-                proxy_auth=walk.options.proxy_auth,
-                proxy_headers=walk.options.proxy_headers,
-                ssl_context=walk.options.ssl_context,
-                proxy_ssl_context=walk.options.proxy_ssl_context,
-                connect_timeout=walk.options.connect_timeout,
+                route=walk.chosen_route(quiet=True),
                 reconnect=False,
                 _open_stream=opener,
             ) as events:

@@ -1,14 +1,12 @@
-"""Small trio helpers shared by the steps: one CONNECT exchange, one
-response head, one echo, an idle wait; and the facts they extract."""
+"""Small trio helpers shared by the steps: one response head, one echo, an
+idle wait; and the facts they extract."""
 
 from __future__ import annotations
 
-import errno
 import html
 import ipaddress
 import json
 import re
-import ssl
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -16,15 +14,6 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._auth import parse_challenges
-from .._connect import ConnectReplyParser, ProxyReply, build_connect_request
-from .._errors import (
-    ProxyProtocolError,
-    TLSError,
-)
-from .._target import format_authority
-from .._trace import trace_head
-from .._version import USER_AGENT
 from . import _diagnose as rules
 from ._certs import CertificateError, CertNames, read_cert_names
 from ._channel import ChannelLost, MessageChannel
@@ -38,21 +27,9 @@ from ._upgrade import (
 )
 
 if TYPE_CHECKING:
-    from ._state import Walk
+    pass
 
 RECEIVE_SIZE = 65536
-
-
-@dataclass
-class Exchange:
-    """One CONNECT exchange: the reply, or what arrived instead."""
-
-    reply: ProxyReply | None = None
-    leftover: bytes = b""
-    received: int = 0
-    prefix: bytes = b""
-    error: str | None = None
-    timed_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,50 +40,6 @@ class EchoFailure:
     how: str = ""
     code: int | None = None
     timed_out: bool = False
-
-
-async def connect_exchange(
-    walk: Walk,
-    stream: trio.abc.Stream,
-    host: str,
-    port: int,
-    authorization: str | None,
-    limit: float,
-) -> Exchange:
-    """Send one CONNECT on ``stream`` and read the reply, recording what
-    arrived even when it is not a valid reply."""
-    headers = [("User-Agent", USER_AGENT), *walk.options.proxy_headers]
-    if authorization is not None:
-        headers.append(("Proxy-Authorization", authorization))
-    authority = format_authority(host, port)
-    trace_head(walk.trace, ">", f"CONNECT {authority} HTTP/1.1", [("Host", authority), *headers])
-    result = Exchange()
-    parser = ConnectReplyParser()
-    with trio.move_on_after(limit) as scope:
-        try:
-            await stream.send_all(build_connect_request(host, port, headers=headers))
-            while result.reply is None:
-                data = bytes(await stream.receive_some(RECEIVE_SIZE))
-                result.received += len(data)
-                if len(result.prefix) < 64:
-                    result.prefix = (result.prefix + data)[:64]
-                result.reply = parser.feed(data) if data else parser.feed_eof()
-        except ProxyProtocolError as exc:
-            result.error = str(exc)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            result.error = f"connection broken: {exc.__cause__ or exc}"
-    if scope.cancelled_caught:
-        result.timed_out = True
-    if result.reply is not None:
-        result.leftover = parser.leftover
-        reply = result.reply
-        trace_head(
-            walk.trace,
-            "<",
-            f"HTTP/{reply.http_version} {reply.status} {reply.reason}",
-            reply.headers,
-        )
-    return result
 
 
 async def echo_once(
@@ -183,11 +116,6 @@ async def read_head(
         return None, b"", str(exc), False
 
 
-def offered_schemes(reply: ProxyReply) -> tuple[str, ...]:
-    challenges = parse_challenges(reply.get_all("Proxy-Authenticate"))
-    return tuple(dict.fromkeys(challenge.scheme for challenge in challenges))
-
-
 def request_headers(request: bytes) -> list[tuple[str, str]]:
     lines = request.decode("latin-1").split("\r\n")[1:]
     return [(k, v.strip()) for k, _, v in (line.partition(":") for line in lines if line)]
@@ -222,38 +150,6 @@ def cert_names(tls: trio.SSLStream[trio.abc.Stream]) -> CertNames | None:
         return read_cert_names(der)
     except CertificateError:
         return None
-
-
-def tls_failure(exc: TLSError) -> tuple[str | None, str | None]:
-    """``(verify_error, handshake_error)`` from a TLSError's cause chain."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return str(cause.verify_message), None
-        if isinstance(cause, ssl.SSLError):
-            return None, str(cause.reason or cause)
-        cause = cause.__cause__ or cause.__context__
-    return None, str(exc)
-
-
-def classify_os_error(exc: OSError) -> tuple[str, str]:
-    errors: list[BaseException] = [exc]
-    seen: list[BaseException] = []
-    while errors:
-        error = errors.pop()
-        seen.append(error)
-        # trio reports every failed address as one group (duck-typed: 3.10 has
-        # no BaseExceptionGroup builtin).
-        errors.extend(getattr(error, "exceptions", ()))
-        if error.__cause__ is not None:
-            errors.append(error.__cause__)
-    codes = {getattr(e, "errno", None) for e in seen}
-    detail = next((e.strerror for e in seen if isinstance(e, OSError) and e.strerror), str(exc))
-    if errno.ECONNREFUSED in codes:
-        return "refused", detail
-    if codes & {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL}:
-        return "unreachable", detail
-    return "error", detail
 
 
 def is_ip_literal(host: str) -> bool:

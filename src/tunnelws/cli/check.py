@@ -16,7 +16,7 @@ import trio
 
 from .._check import CheckOptions, StepResult, run_check
 from .._check._report import render_conclusion, render_step
-from ._options import add_route_arguments, report_error, route_kwargs
+from ._options import add_route_arguments, report_error, route_from_args
 
 
 def _positive(text: str) -> float:
@@ -79,19 +79,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _check(args: argparse.Namespace) -> int:
-    kwargs = route_kwargs(args)
     options = CheckOptions(
-        proxy=kwargs["proxy"],
-        proxy_auth=kwargs["proxy_auth"],
-        proxy_headers=tuple(kwargs["proxy_headers"]),
-        ssl_context=kwargs["ssl_context"],
-        proxy_ssl_context=kwargs["proxy_ssl_context"],
-        connect_timeout=kwargs["connect_timeout"],
+        route_from_args(args),
         message_timeout=args.message_timeout,
         idle=args.idle,
         compare_direct=not args.no_direct_compare,
         connect_to=args.connect_to,
-        trace=kwargs["trace"],
     )
     if args.json:
         report = await run_check(args.url, options)

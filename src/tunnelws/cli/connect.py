@@ -2,7 +2,8 @@
 
 Each stdin line is sent as a text message; each message received is printed
 on its own line. At the end of stdin the closing handshake starts, and what
-arrives until it completes is still printed.
+arrives until it completes is still printed. Where WebSocket cannot pass but
+plain HTTP can, the HTTP fallback carries the messages (--fallback).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ._options import (
     add_header_argument,
     add_route_arguments,
     report_error,
-    route_kwargs,
+    route_from_args,
 )
 
 
@@ -49,6 +50,13 @@ def register(subparsers: Any) -> None:
         help="send keepalive pings every S seconds (for proxies that drop idle tunnels)",
     )
     parser.add_argument(
+        "--fallback",
+        choices=("auto", "never", "only"),
+        default="auto",
+        help="the HTTP fallback: when WebSocket cannot pass (auto, the default), not at all"
+        " (never), or at once (only)",
+    )
+    parser.add_argument(
         "--no-compression",
         action="store_true",
         help="do not offer permessage-deflate (it is offered by default)",
@@ -61,19 +69,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _session(args: argparse.Namespace) -> int:
-    kwargs = route_kwargs(args)
-    trace = kwargs["trace"]
+    route = route_from_args(args)
+    trace = route.trace
     async with open_websocket(
         args.url,
+        route=route,
         subprotocols=args.subprotocol,
         extra_headers=args.header,
         ping_interval=args.ping_interval,
+        fallback=args.fallback,
         compression=None if args.no_compression else "deflate",
-        **kwargs,
     ) as ws:
         if trace:
+            via = ""
+            if ws.transport == "http-fallback":
+                via = f" through the HTTP fallback ({ws.fallback_reason})"
             trace(
-                f"* WebSocket open: {ws.url}"
+                f"* WebSocket open{via}: {ws.url}"
                 + (f", subprotocol {ws.subprotocol}" if ws.subprotocol else "")
                 + (f", extensions {ws.extensions}" if ws.extensions else "")
             )

@@ -24,7 +24,7 @@ from ._options import (
     add_header_argument,
     add_route_arguments,
     report_error,
-    route_kwargs,
+    route_from_args,
 )
 
 __all__ = ["format_event", "register", "run"]
@@ -102,14 +102,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _session(args: argparse.Namespace) -> int:
-    kwargs = route_kwargs(args)
     async with open_event_stream(
         args.url,
+        route=route_from_args(args),
         headers=args.header,
         last_event_id=args.last_event_id,
         max_reconnects=args.max_reconnects,
         read_timeout=args.read_timeout,
-        **kwargs,
     ) as events:
         await _print_events(events, sys.stdout, count=args.count, as_json=args.json)
     return 0

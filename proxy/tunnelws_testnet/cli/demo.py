@@ -14,6 +14,10 @@ from typing import Any
 
 import trio
 
+from . import requiring_extra
+
+__all__ = ["register", "run"]
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -23,10 +27,10 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--keep", action="store_true", help="leave the servers up until Ctrl-C")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=requiring_extra("demo", run))
 
 
 def run(args: argparse.Namespace) -> int:
-    from tunnelws_testnet.demo import run_demo
+    from ..demo import run_demo
 
     return trio.run(partial(run_demo, keep=args.keep))

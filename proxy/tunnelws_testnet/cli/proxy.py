@@ -13,23 +13,21 @@ import signal
 import ssl
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from tunnelws_testnet.companion import PROFILES, ProxyConfig, ReplyQuirks, serve_proxy
+from . import EXIT_USAGE, requiring_extra
+from ._arguments import fraction as _fraction
+from ._arguments import host_port as _host_port
+from ._arguments import ports as _ports
+
+if TYPE_CHECKING:
+    from ..companion import ProxyConfig
 
 __all__ = ["build_config", "register", "run"]
 
 EXIT_OK = 0
-EXIT_USAGE = 2
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, colon, port = text.rpartition(":")
-    if not colon or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def _user_pass(text: str) -> tuple[str, str]:
@@ -37,16 +35,6 @@ def _user_pass(text: str) -> tuple[str, str]:
     if not colon or not user:
         raise argparse.ArgumentTypeError("expected USER:PASS")
     return user, password
-
-
-def _ports(text: str) -> frozenset[int]:
-    try:
-        ports = frozenset(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ports, got {text!r}") from None
-    if not ports or any(not 0 < p < 65536 for p in ports):
-        raise argparse.ArgumentTypeError(f"invalid port list {text!r}")
-    return ports
 
 
 def _slice(text: str) -> tuple[int, int]:
@@ -57,6 +45,8 @@ def _slice(text: str) -> tuple[int, int]:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ..companion import PROFILES, ReplyQuirks
+
     profiles = ", ".join(f"{p.name} ({p.description})" for p in PROFILES.values())
     parser = subparsers.add_parser(
         "proxy",
@@ -137,11 +127,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     tls.add_argument("--ca-dir", type=Path, metavar="D", help="where the interception CA goes")
     tls.add_argument("--onward-ca", type=Path, metavar="F", help="CA file for origins' TLS")
-    parser.set_defaults(handler=run)
+    blocking = parser.add_argument_group("behaviours that block WebSocket but let HTTP pass")
+    blocking.add_argument("--refuse-connect", action=argparse.BooleanOptionalAction, default=None,
+                          help="answer every CONNECT with 405 (a forward-only proxy)")
+    blocking.add_argument("--connect-ports", type=_ports, metavar="P,P",
+                          help="ports CONNECT alone may reach (squid's SSL_ports), e.g. 443")
+    blocking.add_argument("--buffer-responses", type=int, metavar="BYTES",
+                          help="hold each forwarded response until BYTES or its end")
+    blocking.add_argument("--request-time-limit", type=float, metavar="S",
+                          help="cut forwarded requests S seconds after they started")
+    blocking.add_argument("--max-request-body", type=int, metavar="BYTES",
+                          help="forwarded requests with a larger body get 413")
+    blocking.add_argument("--reset-responses", type=_fraction, metavar="FRACTION",
+                          help="reset this fraction of forwarded responses mid-body (--seed)")
+    parser.set_defaults(handler=requiring_extra("proxy", run))
 
 
 def build_config(args: argparse.Namespace) -> ProxyConfig:
     """The profile's config with every explicitly given option applied."""
+    from ..companion import PROFILES, ReplyQuirks
+
     config = PROFILES[args.profile].config
     changes: dict[str, Any] = {}
     if args.listen is not None:
@@ -156,6 +161,12 @@ def build_config(args: argparse.Namespace) -> ProxyConfig:
         "deny_status",
         "strip_upgrade",
         "transparent",
+        "refuse_connect",
+        "connect_ports",
+        "buffer_responses",
+        "request_time_limit",
+        "max_request_body",
+        "reset_responses",
         "intercept",
         "ca_dir",
     ):
@@ -206,6 +217,8 @@ def build_config(args: argparse.Namespace) -> ProxyConfig:
 
 
 async def _serve(config: ProxyConfig) -> None:
+    from ..companion import serve_proxy
+
     async with trio.open_nursery() as nursery:
         proxy = await nursery.start(serve_proxy, config)
         print(f"tunnelws proxy listening on {proxy.url}", flush=True)

@@ -23,19 +23,21 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from . import EXIT_USAGE, requiring_extra
+
 if TYPE_CHECKING:
-    from tunnelws_testnet.harness import ClientSpec, RunResult, Scenario
+    from ..harness import ClientSpec, RunResult, Scenario
 
 __all__ = ["register", "run"]
 
 EXIT_OK = 0
 EXIT_WRONG = 1
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 BUILTIN_CLIENT = ("-m", "tunnelws_testnet.harness.clients.tunnelws_client")
 
 
 def register(subparsers: Any) -> None:
+    handler = requiring_extra("harness", run)
     parser = subparsers.add_parser(
         "harness",
         help="run any client through simulated corporate networks (namespaces + nftables)",
@@ -44,7 +46,7 @@ def register(subparsers: Any) -> None:
     )
     actions = parser.add_subparsers(dest="harness_command", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="print the scenario catalogue")
-    listing.set_defaults(handler=run)
+    listing.set_defaults(handler=handler)
     runner = actions.add_parser(
         "run",
         help="run CMD through the scenarios (default: tunnelws's own client)",
@@ -83,12 +85,12 @@ def register(subparsers: Any) -> None:
         metavar="-- CMD ARGS",
         help="the client command (after --)",
     )
-    runner.set_defaults(handler=run)
+    runner.set_defaults(handler=handler)
     cleanup = actions.add_parser("cleanup", help="remove namespaces left by crashed runs")
     cleanup.add_argument(
         "--all", action="store_true", help="also namespaces of harness runs that are still running"
     )
-    cleanup.set_defaults(handler=run)
+    cleanup.set_defaults(handler=handler)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list() -> int:
-    from tunnelws_testnet.harness import CATALOGUE
+    from ..harness import CATALOGUE
 
     section = None
     for scenario in CATALOGUE:
@@ -113,7 +115,7 @@ def _list() -> int:
 
 
 def _cleanup(*, include_live: bool) -> int:
-    from tunnelws_testnet.harness import cleanup_stale
+    from ..harness import cleanup_stale
 
     if os.geteuid() != 0:
         print("tunnelws harness: cleanup needs root", file=sys.stderr)
@@ -126,7 +128,7 @@ def _cleanup(*, include_live: bool) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tunnelws_testnet.harness import ClientSpec, select
+    from ..harness import ClientSpec, select
 
     command = list(args.command)
     if command[:1] == ["--"]:
@@ -170,7 +172,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     if args.report is not None:
-        from tunnelws_testnet.harness._report import write_report
+        from ..harness._report import write_report
 
         for path in write_report(args.report, result):
             print(f"wrote {path}")
@@ -184,8 +186,8 @@ async def _run_async(
     client: ClientSpec, scenarios: list[Scenario], workdir: Path
 ) -> RunResult | None:
     """The run, or None when Ctrl-C or SIGTERM stopped it (after teardown)."""
-    from tunnelws_testnet.harness import run_client
-    from tunnelws_testnet.harness._report import TerminalTable
+    from ..harness import run_client
+    from ..harness._report import TerminalTable
 
     table = TerminalTable(sys.stdout, len(scenarios))
     table.header(client.name)

@@ -13,28 +13,26 @@ import signal
 import ssl
 import sys
 from dataclasses import replace
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import trio
 
-from tunnelws_testnet.origin import (
-    LocalCA,
-    OriginAddresses,
-    OriginConfig,
-    make_test_ca,
-    serve_origin,
-)
+from . import EXIT_USAGE, requiring_extra
+
+if TYPE_CHECKING:
+    from ..origin import LocalCA, OriginAddresses, OriginConfig
 
 __all__ = ["register", "run"]
 
 EXIT_OK = 0
 EXIT_CANNOT_SERVE = 1
-EXIT_USAGE = 2
 DEFAULT_PORT = 8000
 WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ..origin import OriginConfig
+
     parser = subparsers.add_parser(
         "serve",
         help="run the origin test server (WebSocket echo, info, SSE, browser page)",
@@ -62,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--max-message-size", type=int, metavar="BYTES",
                         default=OriginConfig.max_message_size,
                         help="largest WebSocket message echoed (default 16 MiB; larger: 1009)")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=requiring_extra("serve", run))
 
 
 def _port(text: str) -> int:
@@ -81,6 +79,8 @@ def _fail(message: str, code: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..origin import OriginConfig, make_test_ca
+
     if (args.cert is None) != (args.key is None):
         return _fail("--cert and --key go together", EXIT_USAGE)
     if args.cert is not None and args.tls_port is None:
@@ -111,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
 async def _serve(config: OriginConfig, ca: LocalCA | None) -> str | None:
     """Serve until SIGINT/SIGTERM; return why the server could not start, if so."""
+    from ..origin import serve_origin
+
     # Signals become a normal return (no KeyboardInterrupt traceback, exit 0).
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -129,6 +131,8 @@ def print_banner(
     addresses: OriginAddresses, config: OriginConfig, ca: LocalCA | None, out: TextIO
 ) -> None:
     """The URLs being served, with wildcard hosts shown as their loopback address."""
+    from ..origin import OriginAddresses
+
     shown = OriginAddresses(
         http=(WILDCARD_HOSTS.get(addresses.http[0], addresses.http[0]), addresses.http[1]),
         https=None if addresses.https is None else (

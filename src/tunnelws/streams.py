@@ -1,0 +1,26 @@
+"""Stream helpers of the connection path, public for code that moves tunnel
+bytes itself (the companion test proxy does).
+
+:class:`PrefixedStream`
+    A trio stream that first returns bytes already read from the stream it
+    wraps, then reads from it. A proxy may send the first tunnel bytes in
+    the same segment as its ``200`` reply (and a client its first bytes right
+    behind a request head); those belong to the stream.
+
+:func:`prefixed`
+    ``prefixed(stream, leftover)``: ``stream`` with ``leftover`` in front, or
+    ``stream`` itself when there is nothing left over.
+
+:class:`StreamIO`
+    ``receive_some``/``send_all`` for a stream with as few scheduler passes
+    as trio allows: on a plain ``trio.SocketStream`` straight on the
+    descriptor, waiting only when the kernel says so; other streams through
+    their own methods.
+"""
+
+from __future__ import annotations
+
+from ._streamio import StreamIO
+from ._transport import PrefixedStream, prefixed
+
+__all__ = ["PrefixedStream", "StreamIO", "prefixed"]
