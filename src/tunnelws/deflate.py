@@ -13,30 +13,7 @@ uses them), the one implementation the client shares.
 
 from __future__ import annotations
 
-from ._deflate import (
-    EXTENSION_NAME,
-    Deflate,
-    DeflateParameters,
-    Deflater,
-    InflateError,
-    Inflater,
-    NegotiationError,
-    TooBig,
-    accept_offer,
-    client_offer,
-    parse_response,
-)
+from . import _deflate
+from ._deflate import *  # noqa: F403
 
-__all__ = [
-    "EXTENSION_NAME",
-    "Deflate",
-    "DeflateParameters",
-    "Deflater",
-    "InflateError",
-    "Inflater",
-    "NegotiationError",
-    "TooBig",
-    "accept_offer",
-    "client_offer",
-    "parse_response",
-]
+__all__ = list(_deflate.__all__)
