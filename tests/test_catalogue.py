@@ -40,16 +40,20 @@ TABLES: dict[str, Iterable[str]] = {
     "tunnelws_testnet.inprocess.SCENARIOS": SCENARIOS,
     "docs/pytest-plugin.md": _plugin_doc_ids(),
     "tests/test_check_scenarios.py CHECKS": test_check_scenarios.CHECKS,
-    "tests/test_harness_matrix.py SCENARIOS": test_harness_matrix.SCENARIOS,
-    "tests/test_harness_matrix.py WRONG": {
-        sid for wrong in test_harness_matrix.WRONG.values() for sid in wrong
-    },
+    "tests/test_harness_matrix.py SAMPLE": test_harness_matrix.SAMPLE,
     # Empty while tunnelws is correct everywhere.
     "tests/test_harness_run.py KNOWN_GAPS": test_harness_run.KNOWN_GAPS,
     "proxy/matrix.py": {
         matrix.IDLE_SCENARIO,
         matrix.RESET_SCENARIO,
         *(sid for note in matrix.SOURCE_NOTES for sid in note.scenarios),
+    },
+    "docs/compatibility.md": {
+        sid
+        for column in matrix.published_cells(
+            (ROOT / "docs" / "compatibility.md").read_text()
+        ).values()
+        for sid in column
     },
 }
 
