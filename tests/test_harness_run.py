@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IN_CI, require_binary
+from conftest import require_binary, skip_or_fail
 from tunnelws_testnet.harness import (
     CATALOGUE,
     ClientSpec,
@@ -43,10 +43,7 @@ def netns_capable() -> None:
     require_binary("ip")
     require_binary("nft")
     if os.geteuid() != 0:
-        message = "the OS-level harness needs root (network namespaces, nftables)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail("the OS-level harness needs root (network namespaces, nftables)")
 
 
 def misbehaving(mode: str) -> ClientSpec:
