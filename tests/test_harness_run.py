@@ -19,21 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IN_CI, require_binary
+from conftest import require_binary, skip_or_fail
 from tunnelws_testnet.harness import (
     CATALOGUE,
     ClientSpec,
     ProxySpec,
     Scenario,
+    builtin_client,
     run_client,
     select,
 )
 
-TUNNELWS_CLIENT = ClientSpec(
-    "tunnelws",
-    (sys.executable, "-m", "tunnelws_testnet.harness.clients.tunnelws_client"),
-    exit_codes=True,
-)
+TUNNELWS_CLIENT = builtin_client()
 NETNS_DIRS = (Path("/run/netns"), Path("/etc/netns"))
 
 # Scenarios where tunnelws's client is known not to behave as the catalogue
@@ -46,10 +43,7 @@ def netns_capable() -> None:
     require_binary("ip")
     require_binary("nft")
     if os.geteuid() != 0:
-        message = "the OS-level harness needs root (network namespaces, nftables)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail("the OS-level harness needs root (network namespaces, nftables)")
 
 
 def misbehaving(mode: str) -> ClientSpec:
@@ -73,8 +67,9 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(360)
 async def test_tunnelws_client_through_the_whole_catalogue(tmp_path: Path) -> None:
+    """With its defaults: idle-timeout passes on the default 20 s pings."""
     for binary in {b for s in CATALOGUE for b in s.requires}:
         require_binary(binary)
     begin = time.monotonic()
@@ -135,9 +130,27 @@ async def test_tunnelws_client_through_the_whole_catalogue(tmp_path: Path) -> No
     assert not {"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"} & set(
         by_id["tls-intercept-system-store"].env
     )
+    # Negotiate with a ticket from the real KDC in the router: the proxy
+    # authenticated alice by Kerberos, after one 407 to the bare CONNECT.
+    negotiate = by_id["auth-negotiate"]
+    assert negotiate.observation["authenticated"] == [
+        {"user": "alice@TUNNELWS.TEST", "mechanism": "kerberos"}
+    ]
+    assert [r["status"] for r in negotiate.observation["proxy_requests"]] == [407, 200]
+    assert negotiate.env["http_proxy"] == "http://proxy.corp.test:3128"
+    kdc_log = (tmp_path / "auth-negotiate" / "kdc.log").read_text()
+    assert "alice@TUNNELWS.TEST for HTTP/proxy.corp.test@TUNNELWS.TEST" in kdc_log
+    # SOCKS as python-websockets documents it: socks5h:// in the scheme variables.
+    socks_vars = by_id["socks5h-proxy-variables"]
+    assert socks_vars.env["https_proxy"].startswith("socks5h://")
+    assert socks_vars.observation["dns_queries"] == 0
+    # The idle wait outlasted the proxy's idle limit: only pings kept the tunnel.
+    idle = by_id["idle-timeout"]
+    assert idle.client_seconds > 40 and idle.observation["connect_attempts"] == 1
     # Secrets never reach the report.
     assert "p@ss" not in json.dumps(run.to_json())
-    assert elapsed < 200, f"the catalogue took {elapsed:.0f} s"
+    idle_wait = sum(s.idle or 0 for s in CATALOGUE)
+    assert elapsed < 200 + idle_wait, f"the catalogue took {elapsed:.0f} s"
     assert our_namespaces() == []
 
 
@@ -159,6 +172,18 @@ async def test_misbehaving_clients_are_flagged(
     assert result.verdict == "wrong"
     assert flag in result.flags
     assert any(reason.startswith(flag) for reason in result.reasons)
+
+
+async def test_origin_certificate_checked_against_the_proxy_name_is_caught(
+    tmp_path: Path,
+) -> None:
+    """The origin and https:// proxies have certificates of their own: a client
+    verifying the origin's certificate against the proxy's address fails."""
+    run = await run_client(misbehaving("proxy-name"), select(["proxy-wss"]), workdir=tmp_path)
+    [result] = run.results
+    assert result.verdict == "wrong" and result.exit_code == 1
+    assert "certificate verify failed" in result.stderr
+    assert "IP address mismatch" in result.stderr
 
 
 async def test_direct_client_is_correct_where_direct_is_right(tmp_path: Path) -> None:

@@ -33,7 +33,6 @@ __all__ = ["register", "run"]
 EXIT_OK = 0
 EXIT_WRONG = 1
 EXIT_INTERRUPTED = 130
-BUILTIN_CLIENT = ("-m", "tunnelws_testnet.harness.clients.tunnelws_client")
 
 
 def register(subparsers: Any) -> None:
@@ -128,7 +127,7 @@ def _cleanup(*, include_live: bool) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..harness import ClientSpec, select
+    from ..harness import ClientSpec, builtin_client, select
 
     command = list(args.command)
     if command[:1] == ["--"]:
@@ -138,9 +137,7 @@ def _run(args: argparse.Namespace) -> int:
             args.name or Path(command[0]).name, tuple(command), exit_codes=args.exit_codes
         )
     else:
-        client = ClientSpec(
-            args.name or "tunnelws", (sys.executable, *BUILTIN_CLIENT), exit_codes=True
-        )
+        client = builtin_client(args.name or "tunnelws")
     try:
         scenarios = select(args.scenario)
     except KeyError as exc:

@@ -46,6 +46,8 @@ class Observation:
     proxy_requests: list[ProxyRequest] = field(default_factory=list)
     origin_requests: list[dict[str, Any]] = field(default_factory=list)
     ntlm_messages: list[NtlmMessage] = field(default_factory=list)
+    # (user, mechanism) of each tunnel the companion authenticated.
+    authenticated: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def connect_attempts(self) -> int:
@@ -76,6 +78,9 @@ class Observation:
             "origin_requests": self.origin_requests,
             "ntlm_messages": [
                 {"connection": m.connection, "type": m.type} for m in self.ntlm_messages
+            ],
+            "authenticated": [
+                {"user": user, "mechanism": mechanism} for user, mechanism in self.authenticated
             ],
         }
 
@@ -150,6 +155,12 @@ def scenario_problems(scenario: Scenario, observation: Observation, passed: bool
         seen = [(m.connection, m.type) for m in observation.ntlm_messages]
         problems.append(
             f"NTLM messages 1, 2 and 3 should share one connection, saw {seen or 'none'}"
+        )
+    wanted = scenario.expect_authenticated
+    if wanted is not None and passed and wanted not in observation.authenticated:
+        problems.append(
+            f"the proxy should have authenticated {wanted[0]} by {wanted[1]}, "
+            f"saw {observation.authenticated or 'no authenticated tunnel'}"
         )
     if scenario.expect_proxy_untouched and for_origin:
         count = len(for_origin)

@@ -14,6 +14,7 @@ import importlib.util
 import os
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,12 +23,16 @@ from typing import Any
 
 import trio
 
-from tunnelws_testnet.origin import LocalCA
-
-from ..peers import find_binary, parse_ntlm_messages
+from ..peers import find_binary, parse_authentications, parse_ntlm_messages
 from ._firewall import read_counters
 from ._netns import kill_pids, netns_pids
-from ._network import NetworkStartError, RunningNetwork, make_harness_ca, scenario_network
+from ._network import (
+    HarnessCA,
+    NetworkStartError,
+    RunningNetwork,
+    make_harness_ca,
+    scenario_network,
+)
 from ._observe import (
     FLAG_DESCRIPTIONS,
     Observation,
@@ -42,6 +47,7 @@ __all__ = [
     "ClientSpec",
     "RunResult",
     "ScenarioResult",
+    "builtin_client",
     "check_prerequisites",
     "run_client",
 ]
@@ -78,6 +84,13 @@ class ClientSpec:
     exit_codes: bool = False
 
 
+def builtin_client(name: str = "tunnelws") -> ClientSpec:
+    """tunnelws's own client (``tunnelws_testnet.harness.clients.tunnelws_client``),
+    which exits with tunnelws's codes."""
+    argv = (sys.executable, "-m", "tunnelws_testnet.harness.clients.tunnelws_client")
+    return ClientSpec(name, argv, exit_codes=True)
+
+
 @dataclass
 class ScenarioResult:
     """The outcome and verdict of one client in one scenario."""
@@ -87,6 +100,8 @@ class ScenarioResult:
     section: str
     expect: str
     verdict: str  # correct | wrong | skipped | error
+    # The tunnelws convention the scenario tests (Extension's text), None if standard.
+    extension: str | None = None
     reasons: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     exit_code: int | None = None
@@ -148,6 +163,12 @@ def check_prerequisites(scenario: Scenario) -> str | None:
         and importlib.util.find_spec("pproxy") is None
     ):
         return "the pproxy package is not installed (pip install pproxy)"
+    if (
+        scenario.proxy is not None
+        and scenario.proxy.kerberos
+        and importlib.util.find_spec("gssapi") is None
+    ):
+        return "python-gssapi is not installed (pip install 'tunnelws[kerberos]')"
     for binary in ("ip", "nft", *scenario.requires):
         if find_binary(binary) is None:
             return f"{binary} is not installed"
@@ -166,7 +187,7 @@ async def run_client(
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     begin = time.monotonic()
     os.makedirs(workdir, exist_ok=True)
-    ca: LocalCA | None = None
+    ca: HarnessCA | None = None
     results = []
     for index, scenario in enumerate(scenarios):
         if on_start is not None:
@@ -191,6 +212,7 @@ def _skeleton(scenario: Scenario, verdict: str, reasons: list[str]) -> ScenarioR
         section=scenario.section,
         expect=scenario.expect,
         verdict=verdict,
+        extension=None if scenario.extension is None else scenario.extension.value,
         reasons=reasons,
         time_limit=scenario.time_limit,
         url=scenario.url,
@@ -205,7 +227,7 @@ def _message(scenario: Scenario) -> str:
 
 
 async def run_scenario(
-    client: ClientSpec, scenario: Scenario, *, ca: LocalCA, directory: Path
+    client: ClientSpec, scenario: Scenario, *, ca: HarnessCA, directory: Path
 ) -> ScenarioResult:
     """Build ``scenario``, run ``client`` in it once, and judge the run."""
     result = _skeleton(scenario, "error", [])
@@ -266,6 +288,7 @@ async def _run_and_observe(
         observation.proxy_requests = proxy.parse(proxy_text)
         if scenario.proxy.kind is ProxyKind.COMPANION:
             observation.ntlm_messages = parse_ntlm_messages(proxy_text)
+            observation.authenticated = parse_authentications(proxy_text)
     origin_text = _read(network.origin_log)
     observation.origin_requests = parse_origin_log(origin_text)
     stdout_text = _read(stdout_path)

@@ -23,6 +23,7 @@ then any helper processes it started). See docs/testing.md.
 from ._companion import (
     CompanionProxy,
     NtlmMessage,
+    parse_authentications,
     parse_companion_log,
     parse_ntlm_messages,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "json_records",
     "listening",
     "open_proxy",
+    "parse_authentications",
     "parse_companion_log",
     "parse_microsocks_log",
     "parse_mitmproxy_log",
