@@ -69,6 +69,9 @@ class Client:
     library: str  # what is measured, in words
     command: tuple[str, ...]  # relative to the repository root; () = the built-in client
     exit_codes: bool = False  # the command exits with tunnelws's codes
+    # It has tunnelws's HTTP fallback: judged on the scenarios' fallback
+    # expectations where they have one (the harness's ``--fallback``).
+    fallback: bool = False
     # Upper bound for the whole catalogue (the harness bounds each scenario).
     budget: float = 600.0
     missing: Callable[[], str | None] = field(default=lambda: None, compare=False)
@@ -107,12 +110,14 @@ def clients(python: str = sys.executable) -> tuple[Client, ...]:
             "tunnelws",
             "`tunnelws.open_websocket` with its defaults (the harness's built-in client)",
             (),
+            fallback=True,
         ),
         Client(
             "tunnelws-cli",
             "`tunnelws connect` with its defaults",
             ("env", f"TUNNELWS_BIN={tunnelws_bin}", "sh", f"{adapter}/tunnelws_cli.sh"),
             exit_codes=True,
+            fallback=True,
         ),
         Client(
             "websockets-asyncio",
@@ -179,7 +184,7 @@ def client_spec(client: Client, root: Path = ROOT) -> Any:
     argv = tuple(
         str(root / part) if part.startswith(f"{ADAPTERS}/") else part for part in client.command
     )
-    return ClientSpec(client.name, argv, exit_codes=client.exit_codes)
+    return ClientSpec(client.name, argv, exit_codes=client.exit_codes, fallback=client.fallback)
 
 
 def harness_command(
@@ -192,6 +197,7 @@ def harness_command(
         command += ["--scenario", scenario]
     if client.command:
         command += ["--exit-codes"] if client.exit_codes else []
+        command += ["--fallback"] if client.fallback else []
         command += ["--", *client.command]
     return command
 
@@ -807,6 +813,14 @@ def _clip(text: str, limit: int = 180) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _expected(result: Result) -> str:
+    """The table's expected outcome: the catalogue's, both where a client with
+    the HTTP fallback is expected to do otherwise (each cell is judged on the
+    one that applies to its client)."""
+    scenario = SCENARIOS.get(str(result["scenario"]))
+    return str(result["expect"]) if scenario is None else str(scenario.expect_both)
+
+
 def _conventions(ids: Sequence[str], results: dict[str, Result]) -> str:
     """ " *Extension: ….*" naming the tunnelws conventions of these scenarios."""
     named = sorted({e for e in (extension_of(results[i]) for i in ids) if e})
@@ -961,7 +975,9 @@ def render(
         seen.values(),
         key=lambda r: catalogue.index(r["scenario"]) if r["scenario"] in catalogue else 999,
     )
-    libraries = {c.name: c.library for c in clients()}
+    libraries = {
+        c.name: c.library + (" (has the HTTP fallback)" if c.fallback else "") for c in clients()
+    }
     times = sorted(str(r.get("started", "")) for r in runs if r.get("started"))
     started = f"between {times[0]} and {times[-1]}" if len(times) > 1 else "".join(times)
 
@@ -992,7 +1008,7 @@ def render(
         sid = scenario["scenario"]
         cells = [_escape(cell(by_client[n].get(sid))) for n in names]
         kind = "ext" if extension_of(scenario) else ""
-        out.append(f"| {sid} | {scenario['expect']} | {kind} | " + " | ".join(cells) + " |")
+        out.append(f"| {sid} | {_expected(scenario)} | {kind} | " + " | ".join(cells) + " |")
     totals = {name: scores(run["results"]) for name, run in zip(names, runs, strict=True)}
     for score in ("standard", "extension"):
         row = [_score_text(totals[name][score]) for name in names]

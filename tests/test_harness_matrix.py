@@ -57,6 +57,7 @@ SAMPLE = (
     "socks5h-proxy-variables",
     "pac-http-failover",
     "pac-wpad",
+    "forward-only-ws",
 )
 
 

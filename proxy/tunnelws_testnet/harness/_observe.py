@@ -30,7 +30,8 @@ FLAG_DESCRIPTIONS = {
     "direct-attempt": "connected (or tried) around the configured proxy",
     "local-dns": "looked the origin up in DNS although the proxy resolves names",
     "credentials-at-origin": "proxy credentials reached the origin",
-    "absolute-form": "sent an absolute-form request (GET ws://...) instead of CONNECT",
+    "absolute-form": "sent its WebSocket upgrade as an absolute-form request (GET ws://...) "
+    "instead of CONNECT",
     "auth-loop": "more CONNECT attempts than one authenticated connection needs "
     f"({MAX_CONNECTS}; NTLM 3)",
 }
@@ -120,7 +121,8 @@ def flags_for(scenario: Scenario, observation: Observation) -> list[str]:
         flags.append("local-dns")
     if observation.credentials_at_origin:
         flags.append("credentials-at-origin")
-    if scenario.configure_proxy and any(r.absolute_form for r in for_origin):
+    # The HTTP fallback's requests are absolute-form by design, not a mistake.
+    if scenario.configure_proxy and any(r.absolute_form and not r.fallback for r in for_origin):
         flags.append("absolute-form")
     if sum(1 for r in for_origin if r.method == "CONNECT") > scenario.max_connects:
         flags.append("auth-loop")
