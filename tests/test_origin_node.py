@@ -7,10 +7,9 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 import trio
 
-from conftest import IN_CI, require_binary
+from conftest import require_binary, skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_MODULES = ROOT / "proxy" / "adapters" / "node_ws" / "node_modules"
@@ -20,10 +19,9 @@ SCRIPT = Path(__file__).resolve().parent / "node" / "origin_check.mjs"
 async def test_node_ws_echo_subprotocol_close_and_16_mib(origin) -> None:
     node = require_binary("node")
     if not (NODE_MODULES / "ws").is_dir():
-        message = "Node `ws` is not installed: run `make test` (npm ci in proxy/adapters/node_ws)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(
+            "Node `ws` is not installed: run `make test` (npm ci in proxy/adapters/node_ws)"
+        )
     env = {**os.environ, "WS_MODULES_DIR": str(NODE_MODULES)}
     with trio.fail_after(60):
         result = await trio.run_process(
