@@ -1,7 +1,9 @@
 """The local proxy's absolute-form requests on the HTTP client's exchange
 (``send_request``): request bodies streamed to an origin DIRECT and through
-the companion proxy, the client's own User-Agent kept as it is, and a time
-limit on a stuck upstream (a silent fake: byte-level misbehaviour)."""
+the companion proxy, sent again after squid's Digest challenge (or refused
+clearly beyond the replay limit), the client's own User-Agent kept as it is,
+and a time limit on a stuck upstream (a silent fake: byte-level
+misbehaviour)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import pytest
 import trio
 
 from companion_support import run_curl, start_proxy
+from peers import run_squid
 from relay_support import digest, payload, read_head, start_local_proxy
 from tunnelws import RouteOptions
 from tunnelws._http_forward import REPLAY_LIMIT
@@ -124,3 +127,33 @@ async def test_a_silent_upstream_times_out(nursery: trio.Nursery) -> None:
     assert head.startswith(b"HTTP/1.1 504"), head
     assert b"X-Tunnelws-Error: timeout" in head
     assert len(accepted) == 1
+
+
+@pytest.mark.parametrize("beyond", [False, True])
+async def test_a_body_is_sent_again_after_a_challenge_up_to_the_replay_limit(
+    nursery: trio.Nursery, tmp_path: Path, beyond: bool
+) -> None:
+    seen: list[dict[str, Any]] = []
+    port = await start_body_origin(nursery, seen)
+    credentials = ("alice", "pa55-w0rd-xyzzy")
+    data = payload(REPLAY_LIMIT + 1024 if beyond else 60 * 1024)
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(data)
+    url = f"http://127.0.0.1:{port}/upload"
+    # squid keeps the connection after a 407 to a request with a body; it
+    # stalls on a second body beyond about 64 KiB, hence the small one.
+    with run_squid(tmp_path=tmp_path, allow_ports=None, digest_auth=credentials) as squid:
+        local = await start_local_proxy(
+            nursery, RouteOptions(proxy=squid.url, proxy_auth=credentials)
+        )
+        result = await run_curl("-i", "-x", local.url, "--data-binary", f"@{upload}", url)
+    assert b"pa55" not in result.stdout
+    if not beyond:
+        assert b"HTTP/1.1 200 " in result.stdout, result.stdout[:600]
+        (record,) = seen
+        assert record["size"] == len(data) and record["sha256"] == digest(data)
+        return
+    assert b"HTTP/1.1 502 " in result.stdout, result.stdout[:600]
+    assert b"tunnelws local-proxy: proxy-auth" in result.stdout
+    assert b"256 KiB" in result.stdout
+    assert seen == []
