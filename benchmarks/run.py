@@ -77,7 +77,7 @@ class Client(Protocol):
 @dataclass
 class Peers:
     origin_url: str
-    proxy_url: str
+    proxy_url: str | None  # None: straight to the origin (benchmarks/micro.py)
 
 
 @asynccontextmanager

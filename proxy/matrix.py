@@ -23,6 +23,7 @@ import argparse
 import importlib.util
 import json
 import os
+import platform
 import re
 import shlex
 import shutil
@@ -44,16 +45,17 @@ DEFAULT_OUTPUT = Path("docs/compatibility.md")
 Result = dict[str, Any]
 
 
-def _scenario_networks() -> dict[str, str]:
-    """Each scenario's network in words, from the catalogue (empty if unavailable)."""
+def _catalogue() -> dict[str, Any]:
+    """The catalogue's scenarios by id (empty if the test network is missing)."""
     try:
         from tunnelws_testnet.harness import CATALOGUE
     except ImportError:
         return {}
-    return {scenario.id: scenario.network for scenario in CATALOGUE}
+    return {scenario.id: scenario for scenario in CATALOGUE}
 
 
-SCENARIO_NETWORKS = _scenario_networks()
+SCENARIOS = _catalogue()
+SCENARIO_NETWORKS = {sid: scenario.network for sid, scenario in SCENARIOS.items()}
 
 
 # -- the clients ---------------------------------------------------------------
@@ -67,6 +69,9 @@ class Client:
     library: str  # what is measured, in words
     command: tuple[str, ...]  # relative to the repository root; () = the built-in client
     exit_codes: bool = False  # the command exits with tunnelws's codes
+    # It has tunnelws's HTTP fallback: judged on the scenarios' fallback
+    # expectations where they have one (the harness's ``--fallback``).
+    fallback: bool = False
     # Upper bound for the whole catalogue (the harness bounds each scenario).
     budget: float = 600.0
     missing: Callable[[], str | None] = field(default=lambda: None, compare=False)
@@ -97,73 +102,113 @@ def _needs_chromium() -> str | None:
 
 
 def clients(python: str = sys.executable) -> tuple[Client, ...]:
-    """Every client of the matrix, tunnelws first."""
+    """Every column of the matrix, tunnelws first: one entry each."""
     adapter = str(ADAPTERS)
     tunnelws_bin = str(Path(python).parent / "tunnelws")
     return (
-        Client("tunnelws", "tunnelws.open_websocket (the harness's built-in client)", ()),
+        Client(
+            "tunnelws",
+            "`tunnelws.open_websocket` with its defaults (the harness's built-in client)",
+            (),
+            fallback=True,
+        ),
         Client(
             "tunnelws-cli",
             "`tunnelws connect` with its defaults",
             ("env", f"TUNNELWS_BIN={tunnelws_bin}", "sh", f"{adapter}/tunnelws_cli.sh"),
             exit_codes=True,
+            fallback=True,
         ),
         Client(
             "websockets-asyncio",
-            "python-websockets 17, asyncio client",
+            "python-websockets, asyncio client, proxy from the environment (its default)",
             (python, f"{adapter}/python_websockets_asyncio.py"),
             missing=_needs_module("websockets"),
         ),
         Client(
             "websockets-trio",
-            "python-websockets 17, trio client",
+            "python-websockets, trio client, `proxy=True` (the environment)",
             (python, f"{adapter}/python_websockets_trio.py"),
             missing=_needs_module("websockets"),
         ),
         Client(
             "websocket-client",
-            "websocket-client (synchronous)",
+            "websocket-client (synchronous), proxy from the environment; a SOCKS proxy "
+            "as its `proxy_type` options",
             (python, f"{adapter}/websocket_client.py"),
             missing=_needs_module("websocket"),
         ),
         Client(
             "aiohttp",
-            "aiohttp `ws_connect`, `trust_env=True`",
+            "aiohttp `ws_connect` in a `ClientSession(trust_env=True)`",
             (python, f"{adapter}/aiohttp_client.py"),
             missing=_needs_module("aiohttp"),
         ),
         Client(
+            "aiohttp-proxy-arg",
+            "aiohttp `ws_connect(url, proxy=...)`, the proxy URL from `https_proxy`/`http_proxy`",
+            (python, f"{adapter}/aiohttp_client.py", "--proxy-argument"),
+            missing=_needs_module("aiohttp"),
+        ),
+        Client(
             "node-ws",
-            "Node `ws` with `https-proxy-agent`",
-            ("node", f"{adapter}/node_ws/client.mjs"),
+            "Node `ws` with `new HttpsProxyAgent(https_proxy)` (what most `ws` users write)",
+            ("node", f"{adapter}/node_ws/client.mjs", "https-proxy-agent"),
+            missing=_needs_node,
+        ),
+        Client(
+            "node-proxy-agent",
+            "Node `ws` with `new ProxyAgent()` (`proxy-agent`: the environment through "
+            "proxy-from-env)",
+            ("node", f"{adapter}/node_ws/client.mjs", "proxy-agent"),
             missing=_needs_node,
         ),
         Client(
             "chromium",
-            "headless chromium (`--proxy-server`), via playwright",
+            "headless chromium with its own proxy flags (`--proxy-server`, "
+            "`--proxy-pac-url`, ...), via playwright",
             (python, f"{adapter}/chromium.py"),
-            budget=1200.0,
+            budget=1800.0,
             missing=_needs_chromium,
         ),
     )
 
 
-def harness_command(client: Client, report: Path, python: str = sys.executable) -> list[str]:
+def client_spec(client: Client, root: Path = ROOT) -> Any:
+    """The harness's :class:`ClientSpec` for a column, with absolute paths
+    (the built-in client when the command is empty)."""
+    from tunnelws_testnet.harness import ClientSpec, builtin_client
+
+    if not client.command:
+        return builtin_client(client.name)
+    argv = tuple(
+        str(root / part) if part.startswith(f"{ADAPTERS}/") else part for part in client.command
+    )
+    return ClientSpec(client.name, argv, exit_codes=client.exit_codes, fallback=client.fallback)
+
+
+def harness_command(
+    client: Client, report: Path, python: str = sys.executable, scenarios: Sequence[str] = ()
+) -> list[str]:
     """The ``tunnelws harness run`` command line for one client."""
     command = [python, "-m", "tunnelws", "harness", "run", "--report", str(report)]
     command += ["--name", client.name]
+    for scenario in scenarios:
+        command += ["--scenario", scenario]
     if client.command:
         command += ["--exit-codes"] if client.exit_codes else []
+        command += ["--fallback"] if client.fallback else []
         command += ["--", *client.command]
     return command
 
 
-def run_client(client: Client, report: Path) -> str | None:
-    """Run the catalogue for one client; None, or why it did not complete."""
+def run_client(client: Client, report: Path, scenarios: Sequence[str] = ()) -> str | None:
+    """Run the catalogue (or ``scenarios``) for one client; None, or why it
+    did not complete."""
     missing = client.missing()
     if missing:
         return f"not run: {missing}"
-    command = harness_command(client, report)
+    command = harness_command(client, report, scenarios=scenarios)
     print(f"matrix: {shlex.join(command)}", flush=True)
     # The harness tears its namespaces down on SIGTERM; give it a moment to.
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
@@ -185,11 +230,10 @@ def run_client(client: Client, report: Path) -> str | None:
 
 # -- reading a result ----------------------------------------------------------
 
+_PER_SCHEME = ("http_proxy", "https_proxy", "ws_proxy", "wss_proxy")
 PROXY_VARIABLES = (
-    "http_proxy",
-    "https_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
+    *_PER_SCHEME,
+    *(name.upper() for name in _PER_SCHEME),
     "ALL_PROXY",
     "all_proxy",
 )
@@ -222,9 +266,24 @@ ERROR_LABELS: tuple[tuple[str, str], ...] = (
 )
 
 
+# An adapter's report that it passed a setting as the library's own option
+# (proxy/adapters/_contract.py translated(), and the Node adapter).
+TRANSLATED = re.compile(r"^[\w.-]+: translated: (.+)$")
+
+
+def translations(result: Result) -> list[str]:
+    """What the adapter translated in this run (e.g. ``http_proxy -> --proxy-server``)."""
+    lines = (result.get("stderr") or "").splitlines()
+    return [m.group(1) for m in map(TRANSLATED.match, lines) if m]
+
+
 def last_error(result: Result) -> str:
     """The adapter's last stderr line: the library's own error."""
-    lines = [line.strip() for line in (result.get("stderr") or "").splitlines() if line.strip()]
+    lines = [
+        line.strip()
+        for line in (result.get("stderr") or "").splitlines()
+        if line.strip() and not TRANSLATED.match(line)
+    ]
     return lines[-1] if lines else ""
 
 
@@ -324,20 +383,45 @@ def background_hosts(result: Result) -> list[str]:
     )
 
 
+TRANSLATED_MARK = "†"
+
+
 def cell(result: Result | None) -> str:
-    """One matrix cell: ✔, – (skipped), ✘ with the flag or failure label."""
+    """One matrix cell: ✔, – (skipped), ✘ with the flag or failure label;
+    † when the adapter translated a setting into the library's own option."""
     if result is None:
         return " "
     verdict = result["verdict"]
+    mark = f" {TRANSLATED_MARK}" if translations(result) else ""
     if verdict == "correct":
-        return "✔"
+        return "✔" + mark
     if verdict == "skipped":
         return "–"
     if verdict == "error":
         return "⚠ error"
     if background_hosts(result):
-        return "✘ background*"
-    return f"✘ {failure_label(result)}"
+        return "✘ background*" + mark
+    return f"✘ {failure_label(result)}" + mark
+
+
+def extension_of(result: Result) -> str | None:
+    """The tunnelws convention a result's scenario tests (None: standard)."""
+    if "extension" in result:
+        return result["extension"] or None
+    scenario = SCENARIOS.get(str(result["scenario"]))
+    return None if scenario is None or scenario.extension is None else scenario.extension.value
+
+
+def scores(results: Sequence[Result]) -> dict[str, tuple[int, int]]:
+    """(correct, run) per score, "standard" and "extension"; skipped ones do not count."""
+    totals = {"standard": [0, 0], "extension": [0, 0]}
+    for result in results:
+        if result["verdict"] == "skipped":
+            continue
+        total = totals["extension" if extension_of(result) else "standard"]
+        total[0] += result["verdict"] == "correct"
+        total[1] += 1
+    return {name: (correct, run) for name, (correct, run) in totals.items()}
 
 
 def failure_label(result: Result) -> str:
@@ -395,9 +479,9 @@ def _variables_in_words(result: Result) -> str:
     env = result.get("env") or {}
     names = set(proxy_variables(result))
     if {"http_proxy", "HTTP_PROXY"} <= names or {"https_proxy", "HTTPS_PROXY"} <= names:
-        shown = "`http_proxy`/`https_proxy` (either case)"
+        shown = "`http(s)_proxy`/`ws(s)_proxy` (either case)"
     elif names & {"HTTP_PROXY", "HTTPS_PROXY"}:
-        shown = "`HTTP_PROXY`/`HTTPS_PROXY`"
+        shown = "`HTTP(S)_PROXY`/`WS(S)_PROXY`"
     else:
         shown = " and ".join(f"`{name}`" for name in sorted(names))
     schemes = sorted({str(env[n]).split("://", 1)[0] for n in names if "://" in str(env[n])})
@@ -419,10 +503,9 @@ def _pac(evidence: Evidence) -> Explanation | None:
     pac = [str(env[v]) for v in proxy_variables(result) if str(env[v]).startswith("pac+")]
     if not pac or origin_requests(result):
         return None
-    headline = (
-        "no PAC support: `pac+…` in the proxy variables (tunnelws's convention for a PAC "
-        "file) never led it to the proxy"
-    )
+    headline = "takes no PAC file from `pac+…` in the proxy variables: it never reached the proxy"
+    if translations(result):
+        headline = "given the PAC file its own way (translated), it still never reached the proxy"
     server_log = evidence.artifact("pac-server.out")
     if re.search(r'"CONNECT ', server_log):
         return (
@@ -514,6 +597,15 @@ IDLE_SCENARIO = "idle-timeout"
 RESET_SCENARIO = "tunnel-reset"
 
 
+def _idle_limit() -> str:
+    """The idle-timeout scenario's limit in seconds, from its proxy options."""
+    scenario = SCENARIOS.get(IDLE_SCENARIO)
+    options = list(scenario.proxy.options) if scenario is not None and scenario.proxy else []
+    if "--idle-timeout" in options[:-1]:
+        return options[options.index("--idle-timeout") + 1]
+    return "its limit of"
+
+
 def _idle(evidence: Evidence) -> Explanation | None:
     result = evidence.result
     if evidence.scenario != IDLE_SCENARIO or not (result.get("stdout") or "").strip():
@@ -522,8 +614,8 @@ def _idle(evidence: Evidence) -> Explanation | None:
     if "idle-timeout" not in ended:
         return None
     return (
-        "sends no keepalive pings (by default): the proxy closed the tunnel after 3 idle "
-        "seconds, so the connection was gone before the second message",
+        "sends no keepalive pings by default: the proxy closed the tunnel after "
+        f"{_idle_limit()} idle seconds, so the connection was gone before the second message",
         "",
     )
 
@@ -721,8 +813,26 @@ def _clip(text: str, limit: int = 180) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _expected(result: Result) -> str:
+    """The table's expected outcome: the catalogue's, both where a client with
+    the HTTP fallback is expected to do otherwise (each cell is judged on the
+    one that applies to its client)."""
+    scenario = SCENARIOS.get(str(result["scenario"]))
+    return str(result["expect"]) if scenario is None else str(scenario.expect_both)
+
+
+def _conventions(ids: Sequence[str], results: dict[str, Result]) -> str:
+    """ " *Extension: ….*" naming the tunnelws conventions of these scenarios."""
+    named = sorted({e for e in (extension_of(results[i]) for i in ids) if e})
+    if not named:
+        return ""
+    return f" *Extension{'s' if len(named) > 1 else ''}: {'; '.join(named)}.*"
+
+
 def _explanations(client: str, wrong: list[Result], report: Path) -> list[str]:
-    """The bullets of one client's section: grouped explanations, then source notes."""
+    """The bullets of one client's section: grouped explanations (naming the
+    convention of extension scenarios), then source notes."""
+    by_id = {str(r["scenario"]): r for r in wrong}
     groups: dict[str, dict[str, list[str]]] = {}
     unexplained = []
     for result in wrong:
@@ -735,20 +845,29 @@ def _explanations(client: str, wrong: list[Result], report: Path) -> list[str]:
         groups.setdefault(headline, {}).setdefault(detail, []).append(result["scenario"])
     lines = []
     for headline, details in groups.items():
+        ids = [sid for group in details.values() for sid in group]
+        named = _conventions(ids, by_id)
         if list(details) == [""]:
-            lines.append(f"- {headline} — {', '.join(details[''])}.")
+            lines.append(f"- {headline} — {', '.join(details[''])}.{named}")
             continue
         parts = [
             ", ".join(ids) + (f" ({detail})" if detail else "") for detail, ids in details.items()
         ]
-        lines.append(f"- {headline} — {'; '.join(parts)}.")
+        lines.append(f"- {headline} — {'; '.join(parts)}.{named}")
     if unexplained:
-        lines.append(f"- Also wrong in {', '.join(unexplained)}: see the table below.")
+        lines.append(
+            f"- Also wrong in {', '.join(unexplained)}: see the table below."
+            + _conventions(unexplained, by_id)
+        )
     failing = {r["scenario"] for r in wrong}
     notes = [n.text for n in SOURCE_NOTES if n.client == client and n.scenarios & failing]
     if notes:
         lines += ["", "In the library's source:", ""] + [f"- {text}" for text in notes]
     return lines
+
+
+def _score_text(score: tuple[int, int]) -> str:
+    return f"{score[0]}/{score[1]}"
 
 
 def _at_a_glance(
@@ -760,10 +879,11 @@ def _at_a_glance(
     lines = ["## What it shows", ""]
     for run in runs:
         counts = run["counts"]
-        ran = sum(counts.values())
+        score = scores(run["results"])
         background = sum(1 for r in run["results"] if background_hosts(r))
         lines.append(
-            f"- `{run['client']}`: {counts.get('correct', 0)} of {ran} correct"
+            f"- `{run['client']}`: {_score_text(score['standard'])} standard, "
+            f"{_score_text(score['extension'])} extension"
             + (f", {counts['skipped']} skipped" if counts.get("skipped") else "")
             + (
                 f"; {background} more are wrong only for the browser's background requests\\*"
@@ -793,25 +913,71 @@ def _at_a_glance(
     return [*lines, ""]
 
 
+def _conventions_section(scenarios: list[Result]) -> list[str]:
+    """The extension scenarios, grouped by the tunnelws convention they test."""
+    by_convention: dict[str, list[str]] = {}
+    for result in scenarios:
+        convention = extension_of(result)
+        if convention:
+            by_convention.setdefault(convention, []).append(str(result["scenario"]))
+    if not by_convention:
+        return []
+    lines = [
+        "## Standard and extension",
+        "",
+        "Each client has two scores. **Standard** scenarios test what RFCs and the clients' "
+        "own documentation define. **Extension** scenarios (`ext` in the table) rest on a "
+        "convention of tunnelws's own, which other clients are not expected to share:",
+        "",
+    ]
+    lines += [f"- {convention}: {', '.join(ids)}." for convention, ids in by_convention.items()]
+    return [*lines, ""]
+
+
+def _translations_lines(name: str, results: list[Result]) -> list[str]:
+    seen = sorted({what for result in results for what in translations(result)})
+    if not seen:
+        return []
+    return [
+        f"{TRANSLATED_MARK} The adapter passed settings as {name}'s own options "
+        f"(translated): {'; '.join(f'`{what}`' for what in seen)}.",
+        "",
+    ]
+
+
+def _versions_lines(versions: dict[str, str]) -> list[str]:
+    if not versions:
+        return []
+    lines = ["## Tool versions", "", "| component | version |", "|---|---|"]
+    lines += [f"| {name} | {_escape(version)} |" for name, version in versions.items()]
+    return [*lines, ""]
+
+
 def render(
-    runs: list[dict[str, Any]], notes: dict[str, str], command_lines: list[str], report: Path
+    runs: list[dict[str, Any]],
+    notes: dict[str, str],
+    command_lines: list[str],
+    report: Path,
+    versions: dict[str, str] | None = None,
 ) -> str:
     """docs/compatibility.md from the report's runs."""
     order = [c.name for c in clients()]
     runs = sorted(runs, key=lambda r: order.index(r["client"]) if r["client"] in order else 99)
     names = [r["client"] for r in runs]
     by_client = {r["client"]: {x["scenario"]: x for x in r["results"]} for r in runs}
-    scenarios: dict[str, Result] = {}
+    seen: dict[str, Result] = {}
     for run in runs:
         for result in run["results"]:
-            scenarios.setdefault(result["scenario"], result)
+            seen.setdefault(result["scenario"], result)
     # Catalogue order; scenarios the catalogue no longer holds go last.
-    catalogue = list(SCENARIO_NETWORKS)
+    catalogue = list(SCENARIOS)
     ordered = sorted(
-        scenarios.values(),
+        seen.values(),
         key=lambda r: catalogue.index(r["scenario"]) if r["scenario"] in catalogue else 999,
     )
-    libraries = {c.name: c.library for c in clients()}
+    libraries = {
+        c.name: c.library + (" (has the HTTP fallback)" if c.fallback else "") for c in clients()
+    }
     times = sorted(str(r.get("started", "")) for r in runs if r.get("started"))
     started = f"between {times[0]} and {times[-1]}" if len(times) > 1 else "".join(times)
 
@@ -821,28 +987,32 @@ def render(
         "",
         "Generated by `proxy/matrix.py` from runs of the harness "
         f"([harness.md](harness.md)) started {started or 'at an unknown time'}: every client "
-        "through every scenario of the catalogue, in real network namespaces. "
-        "Each client uses only its library's own proxy support, through the adapter "
-        "in `proxy/adapters/` (see its README).",
+        "through every scenario of the catalogue, in real network namespaces "
+        "(how to reproduce: at the end). Each client uses its library's own proxy support, "
+        "configured as its documentation tells a user, through the adapter in "
+        "`proxy/adapters/` (see its README); tunnelws runs with its defaults.",
         "",
         "✔ correct · ✘ wrong (the flag the network raised, or what the client's "
         "error says: `407`, `dns`, `tls`, ...; `hang` = still running at the "
         "scenario's limit; `passed` = succeeded where a correct client fails; "
         "for tunnelws, the error category; `background*` = flags raised only by a "
-        "browser's own background requests, its WebSocket was correct) · – skipped",
+        "browser's own background requests, its WebSocket was correct) · – skipped · "
+        f"{TRANSLATED_MARK} the adapter translated a setting into the library's own option "
+        "(the client's section says which) · `ext`: an extension scenario, scored apart "
+        "(see below)",
         "",
     ]
-    out.append("| scenario | expected | " + " | ".join(f"`{n}`" for n in names) + " |")
-    out.append("|---|---|" + "---|" * len(names))
+    out.append("| scenario | expected | | " + " | ".join(f"`{n}`" for n in names) + " |")
+    out.append("|---|---|---|" + "---|" * len(names))
     for scenario in ordered:
         sid = scenario["scenario"]
         cells = [_escape(cell(by_client[n].get(sid))) for n in names]
-        out.append(f"| {sid} | {scenario['expect']} | " + " | ".join(cells) + " |")
-    totals = []
-    for run in runs:
-        counts = run["counts"]
-        totals.append(f"{counts.get('correct', 0)}/{sum(counts.values())}")
-    out.append("| **correct** | | " + " | ".join(totals) + " |")
+        kind = "ext" if extension_of(scenario) else ""
+        out.append(f"| {sid} | {_expected(scenario)} | {kind} | " + " | ".join(cells) + " |")
+    totals = {name: scores(run["results"]) for name, run in zip(names, runs, strict=True)}
+    for score in ("standard", "extension"):
+        row = [_score_text(totals[name][score]) for name in names]
+        out.append(f"| **{score}** | | | " + " | ".join(row) + " |")
     out.append("")
     for name, note in notes.items():
         out.append(f"- `{name}`: {note}")
@@ -850,11 +1020,13 @@ def render(
         out.append("")
 
     out += _at_a_glance(runs, by_client, [r["scenario"] for r in ordered])
+    out += _conventions_section(ordered)
     out += ["## Where each client fails, and why", ""]
     out += [
         "Each explanation below is derived from that scenario's artifacts (the proxy's "
         "log, the firewall's DNS and direct-connection counters, the adapter's stderr); "
-        "the last column quotes the library's own error.",
+        "the last column quotes the library's own error. An explanation of an extension "
+        "scenario names the tunnelws convention it rests on.",
         "",
     ]
     for run in runs:
@@ -863,13 +1035,17 @@ def render(
         wrong = [r for r in results if r["verdict"] in ("wrong", "error")]
         skipped = [r for r in results if r["verdict"] == "skipped"]
         counts = run["counts"]
+        score = scores(results)
         out.append(f"### {name}")
         out.append("")
-        summary = f"{libraries.get(name, name)}: {counts.get('correct', 0)} correct"
-        summary += f", {counts.get('wrong', 0)} wrong"
+        summary = (
+            f"{libraries.get(name, name)}: {_score_text(score['standard'])} standard, "
+            f"{_score_text(score['extension'])} extension correct"
+        )
         summary += f", {counts.get('skipped', 0)} skipped" if counts.get("skipped") else ""
         summary += f", {counts.get('error', 0)} error" if counts.get("error") else ""
         out += [summary + f" ({run.get('seconds', 0):.0f} s).", ""]
+        out += _translations_lines(name, results)
         if not wrong:
             out += ["Correct in every scenario it ran.", ""]
         else:
@@ -899,12 +1075,15 @@ def render(
             why = "; ".join(sorted({"; ".join(r.get("reasons") or []) for r in skipped}))
             out += [f"Skipped: {skipped_ids} ({why or 'prerequisite missing'}).", ""]
 
+    out += _versions_lines(versions or {})
     out += [
         "## How to reproduce",
         "",
-        "As root, from the repository root (`npm ci` in `proxy/adapters/node_ws` first; "
-        "aiohttp, playwright, chromium and certutil installed, see "
-        "`proxy/adapters/README.md`):",
+        "As root, from the repository root, after `make .venv/.installed` (with "
+        "`tunnelws[kerberos]`), `npm ci` in `proxy/adapters/node_ws` and "
+        "`sh tests/install-system-deps.sh` (squid, tinyproxy, microsocks, chromium, certutil, "
+        "MIT Kerberos; see `proxy/adapters/README.md`), one command runs every column and "
+        "writes this page (about half an hour):",
         "",
         "```console",
         "$ sudo .venv/bin/python proxy/matrix.py              # all clients, then this page",
@@ -912,17 +1091,109 @@ def render(
         "$ .venv/bin/python proxy/matrix.py --render-only     # this page from build/compat",
         "```",
         "",
-        "which runs, one client after the other, into `build/compat/` "
+        "It runs, one client after the other, into `build/compat/` "
         "(`report.html` there links every cell to its logs):",
         "",
         "```console",
         *[f"$ sudo {line}" for line in command_lines],
         "```",
         "",
-        "One scenario of one client: add `--scenario ID` to its line.",
+        "One scenario of one client: add `--scenario ID` to its line. "
+        "`tests/test_harness_matrix.py` re-runs every column on a sample of scenarios "
+        "(every section) in CI and fails when a cell differs from this page.",
         "",
     ]
     return "\n".join(out)
+
+
+# -- the published page, read back ------------------------------------------------
+
+
+def published_cells(page: str) -> dict[str, dict[str, str]]:
+    """The matrix table of a rendered page: client -> scenario -> cell text."""
+    lines = page.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("| scenario | expected |")]
+    if not starts:
+        return {}
+    header = starts[0]
+    columns = [c.strip().strip("`") for c in lines[header].strip("|").split("|")]
+    cells: dict[str, dict[str, str]] = {name: {} for name in columns[3:]}
+    for line in lines[header + 2 :]:
+        if not line.startswith("| ") or line.startswith("| **"):
+            break
+        values = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+        for name, value in zip(columns[3:], values[3:], strict=True):
+            cells[name][values[0]] = value
+    return cells
+
+
+# -- tool versions ----------------------------------------------------------------
+
+
+def _command_version(argv: Sequence[str], pattern: str = r"\d+(?:\.\d+)+") -> str | None:
+    try:
+        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(pattern, out.stdout + out.stderr)
+    return found.group(0) if found else None
+
+
+def _python_version(module: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(module)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _node_version(package: str) -> str | None:
+    path = ROOT / ADAPTERS / "node_ws" / "node_modules" / package / "package.json"
+    try:
+        return str(json.loads(path.read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _debian_version(package: str) -> str | None:
+    return _command_version(["dpkg-query", "-W", "-f=${Version}", package], r"\S+")
+
+
+def _git_commit() -> str | None:
+    return _command_version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], r"\w+")
+
+
+def tool_versions() -> dict[str, str]:
+    """Every component a column measures or the network runs, and its version."""
+    chromium = os.environ.get("TUNNELWS_CHROMIUM", "/usr/bin/chromium")
+    found = {
+        "tunnelws (git commit)": _git_commit(),
+        "Python": platform.python_version(),
+        "Linux kernel": platform.release(),
+        **{name: _python_version(name) for name in PYTHON_PACKAGES},
+        "Node.js": _command_version(["node", "--version"]),
+        **{f"npm {name}": _node_version(name) for name in NODE_PACKAGES},
+        "chromium": _command_version([chromium, "--version"]),
+        **{f"Debian {name}": _debian_version(name) for name in DEBIAN_PACKAGES},
+    }
+    return {name: version for name, version in found.items() if version}
+
+
+PYTHON_PACKAGES = (
+    "websockets",
+    "websocket-client",
+    "aiohttp",
+    "playwright",
+    "python-socks",
+    "pproxy",
+    "pyspnego",
+    "gssapi",
+    "trio",
+    "wsproto",
+)
+NODE_PACKAGES = ("ws", "https-proxy-agent", "proxy-agent", "proxy-from-env", "pac-proxy-agent")
+DEBIAN_PACKAGES = ("squid", "tinyproxy", "microsocks", "krb5-kdc", "nftables", "iproute2")
 
 
 def _display(command: Sequence[str]) -> str:
@@ -946,12 +1217,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--client", action="append", choices=names, help="run only this client (repeatable)"
     )
     parser.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        help="run only this scenario (repeatable; the column then holds only these)",
+    )
+    parser.add_argument(
         "--render-only", action="store_true", help="write the page from an existing report"
     )
     args = parser.parse_args(argv)
     report = args.report if args.report.is_absolute() else ROOT / args.report
     output = args.output if args.output.is_absolute() else ROOT / args.output
     notes_path = report / "matrix-notes.json"
+    versions_path = report / "versions.json"
     notes: dict[str, str] = {}
     if notes_path.exists():
         notes = json.loads(notes_path.read_text())
@@ -959,11 +1237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.geteuid() != 0:
             parser.error("running the harness needs root (use --render-only to only render)")
         report.mkdir(parents=True, exist_ok=True)
+        versions_path.write_text(json.dumps(tool_versions(), indent=2) + "\n")
         for client in clients():
             if args.client and client.name not in args.client:
                 continue
             begin = time.monotonic()
-            problem = run_client(client, report)
+            problem = run_client(client, report, args.scenario)
             print(f"matrix: {client.name} took {time.monotonic() - begin:.0f} s", flush=True)
             if problem:
                 notes[client.name] = problem
@@ -975,13 +1254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as error:
         print(f"matrix: no usable {report / 'results.json'}: {error}", file=sys.stderr)
         return 1
-    command_lines = [
-        _display(harness_command(c, DEFAULT_REPORT)).replace(
-            "--report build/compat", "--report build/compat"
-        )
-        for c in clients()
-    ]
-    output.write_text(render(runs, notes, command_lines, report))
+    command_lines = [_display(harness_command(c, DEFAULT_REPORT)) for c in clients()]
+    versions = json.loads(versions_path.read_text()) if versions_path.exists() else {}
+    output.write_text(render(runs, notes, command_lines, report, versions))
     print(f"matrix: wrote {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
     return 0
 

@@ -21,8 +21,10 @@ import matrix
 import test_check_scenarios
 import test_harness_matrix
 import test_harness_run
+from conftest import skip_or_fail
 from tunnelws_testnet.harness import BY_ID, CATALOGUE, EXIT_CODES
 from tunnelws_testnet.harness._doc import update
+from tunnelws_testnet.harness._scenarios import Extension
 from tunnelws_testnet.inprocess import SCENARIOS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,16 +42,20 @@ TABLES: dict[str, Iterable[str]] = {
     "tunnelws_testnet.inprocess.SCENARIOS": SCENARIOS,
     "docs/pytest-plugin.md": _plugin_doc_ids(),
     "tests/test_check_scenarios.py CHECKS": test_check_scenarios.CHECKS,
-    "tests/test_harness_matrix.py SCENARIOS": test_harness_matrix.SCENARIOS,
-    "tests/test_harness_matrix.py WRONG": {
-        sid for wrong in test_harness_matrix.WRONG.values() for sid in wrong
-    },
+    "tests/test_harness_matrix.py SAMPLE": test_harness_matrix.SAMPLE,
     # Empty while tunnelws is correct everywhere.
     "tests/test_harness_run.py KNOWN_GAPS": test_harness_run.KNOWN_GAPS,
     "proxy/matrix.py": {
         matrix.IDLE_SCENARIO,
         matrix.RESET_SCENARIO,
         *(sid for note in matrix.SOURCE_NOTES for sid in note.scenarios),
+    },
+    "docs/compatibility.md": {
+        sid
+        for column in matrix.published_cells(
+            (ROOT / "docs" / "compatibility.md").read_text()
+        ).values()
+        for sid in column
     },
 }
 
@@ -59,8 +65,23 @@ def test_catalogue_ids_unique_and_expectations_known() -> None:
     assert len(ids) == len(set(ids)) == len(BY_ID)
     for s in CATALOGUE:
         assert s.expect == "pass" or s.expected_category in EXIT_CODES, s.id
+        with_fallback = s.expect_with_fallback
+        assert with_fallback is None or with_fallback != s.expect, s.id
+        assert with_fallback in (None, "pass") or with_fallback[5:] in EXIT_CODES, s.id
+    # H: WebSocket blocked, HTTP passes: the fallback passes, natively it fails.
+    blocked = [s for s in CATALOGUE if s.section.startswith("H.")]
+    assert {s.id for s in blocked} == {
+        "forward-only-ws",
+        "squid-default-ws",
+        "intercept-no-upgrade",
+        "buffering-proxy",
+        "request-time-limit",
+    }
+    for s in blocked:
+        assert s.expect_with_fallback == "pass" and not s.expects_pass, s.id
+        assert s.extension is Extension.HTTP_FALLBACK, s.id
         assert s.time_limit > 0 and s.scheme in ("ws", "wss")
-    # Sections A-G, each with its characteristic scenarios.
+    # Sections A-H, each with its characteristic scenarios.
     assert [s.section[0] for s in CATALOGUE] == sorted(s.section[0] for s in CATALOGUE)
     groups = {s.catalogue_id for s in CATALOGUE}
     assert {
@@ -109,7 +130,7 @@ def test_no_file_points_outside_the_repository() -> None:
             ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=30
         ).stdout
     except (OSError, subprocess.SubprocessError):
-        pytest.skip("not a git checkout")
+        skip_or_fail("not a git checkout")
     # Spelled in pieces, so that this file does not match itself.
     pieces = ("../" + "shared" + "/", "/work/" + "shared", "shared" + "/scenarios.md")
     outside = re.compile("|".join(re.escape(piece) for piece in pieces))

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 
+from conftest import skip_or_fail
 from peers import run_squid
 from tunnelws._check import CheckOptions, CheckReport, run_check
 from tunnelws_testnet.companion import ProxyConfig, ReplyQuirks, Toxics, serve_proxy
@@ -393,7 +394,7 @@ async def test_ipv6_origin_through_the_proxy(nursery: trio.Nursery) -> None:
     try:
         origin6 = await nursery.start(serve_origin, OriginConfig(host="::1"))
     except OSError:
-        pytest.skip("no IPv6 loopback on this machine")
+        skip_or_fail("no IPv6 loopback on this machine")
     proxy = await nursery.start(serve_proxy, ProxyConfig())
     port = origin6.http[1]
     with trio.fail_after(60):

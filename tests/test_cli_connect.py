@@ -3,6 +3,7 @@ echoes out, and every exit code of the error taxonomy produced for real."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -173,3 +174,51 @@ async def test_exit_12_when_the_tunnel_drops_after_open(nursery, origin) -> None
         await process.stdin.aclose()
     assert code == 12, err
     assert "connection lost" in err
+
+
+async def _idle_session(nursery: trio.Nursery, origin, *ping: str) -> tuple[int, bytes, str]:
+    """One message, 1.2 s of silence on stdin behind a proxy that drops
+    tunnels idle for 0.5 s, then another: (exit code, stdout, stderr)."""
+    proxy = await start_proxy(nursery, Step(idle_timeout=0.5))
+    process = await trio.lowlevel.open_process(
+        [*CLI, "connect", origin.ws_url(), "--proxy", proxy.url, *ping],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+    )
+    assert process.stdin and process.stdout and process.stderr
+    out = b""
+    try:
+        with trio.fail_after(20):
+            await process.stdin.send_all(b"before\n")
+            out = await process.stdout.receive_some()
+            await trio.sleep(1.2)
+            with contextlib.suppress(trio.BrokenResourceError):
+                await process.stdin.send_all(b"after\n")
+            await process.stdin.aclose()
+            while chunk := await process.stdout.receive_some():
+                out += chunk
+            code = await process.wait()
+        err = b""
+        while chunk := await process.stderr.receive_some():
+            err += chunk
+    finally:
+        process.kill()
+    return code, out, err.decode()
+
+
+async def test_ping_interval_keeps_an_idle_tunnel_and_0_turns_pings_off(nursery, origin) -> None:
+    code, out, err = await _idle_session(nursery, origin, "--ping-interval", "0.15")
+    assert (code, out) == (0, b"before\nafter\n"), err
+    code, out, err = await _idle_session(nursery, origin, "--ping-interval", "0")
+    assert code == 12 and out == b"before\n", err
+    assert "connection lost" in err
+
+
+async def test_ping_interval_default_is_20_seconds_and_rejects_negatives() -> None:
+    result = await run_cli("connect", "--help")
+    assert "default 20; 0: no pings" in " ".join(result.stdout.decode().split())
+    result = await run_cli("connect", "ws://127.0.0.1:9/", "--ping-interval", "-1")
+    assert result.returncode == 2
+    assert "must be 0 (off) or a positive number" in result.stderr.decode()

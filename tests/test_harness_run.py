@@ -19,21 +19,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IN_CI, require_binary
+from conftest import require_binary, skip_or_fail
 from tunnelws_testnet.harness import (
+    BY_ID,
     CATALOGUE,
     ClientSpec,
     ProxySpec,
     Scenario,
+    builtin_client,
     run_client,
     select,
 )
 
-TUNNELWS_CLIENT = ClientSpec(
-    "tunnelws",
-    (sys.executable, "-m", "tunnelws_testnet.harness.clients.tunnelws_client"),
-    exit_codes=True,
-)
+TUNNELWS_CLIENT = builtin_client()
 NETNS_DIRS = (Path("/run/netns"), Path("/etc/netns"))
 
 # Scenarios where tunnelws's client is known not to behave as the catalogue
@@ -46,10 +44,7 @@ def netns_capable() -> None:
     require_binary("ip")
     require_binary("nft")
     if os.geteuid() != 0:
-        message = "the OS-level harness needs root (network namespaces, nftables)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail("the OS-level harness needs root (network namespaces, nftables)")
 
 
 def misbehaving(mode: str) -> ClientSpec:
@@ -73,8 +68,9 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(360)
 async def test_tunnelws_client_through_the_whole_catalogue(tmp_path: Path) -> None:
+    """With its defaults: idle-timeout passes on the default 20 s pings."""
     for binary in {b for s in CATALOGUE for b in s.requires}:
         require_binary(binary)
     begin = time.monotonic()
@@ -89,7 +85,16 @@ async def test_tunnelws_client_through_the_whole_catalogue(tmp_path: Path) -> No
     by_id = {r.scenario: r for r in run.results}
     # The failure categories were checked, not just "non-zero".
     assert by_id["auth-basic-missing"].category == "proxy-auth"
-    assert by_id["transparent-80-ws"].category == "handshake"
+    # Where WebSocket cannot pass, the built-in client (which has the HTTP
+    # fallback) is judged on the fallback's expectation and passes through it:
+    # absolute-form fallback requests, never flagged, and no GET ws://.
+    for sid in ("ports-443-only-ws", "forward-only-ws", "squid-default-ws", "buffering-proxy"):
+        assert by_id[sid].expect == "pass" and by_id[sid].exit_code == 0, sid
+        seen = [r["target"] for r in by_id[sid].observation["proxy_requests"]]
+        assert any("/echo/_tunnelws/1/open" in t for t in seen), (sid, seen)
+        assert not any(t.startswith("ws://") for t in seen), (sid, seen)
+    assert by_id["domain-deny"].category == "proxy-refused"
+    assert by_id["transparent-80-ws"].expect == "pass"
     assert by_id["tunnel-reset"].category == "connection-lost"
     # What the network saw backs the verdicts up.
     no_dns = by_id["proxy-no-dns"].observation
@@ -135,10 +140,47 @@ async def test_tunnelws_client_through_the_whole_catalogue(tmp_path: Path) -> No
     assert not {"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"} & set(
         by_id["tls-intercept-system-store"].env
     )
+    # Negotiate with a ticket from the real KDC in the router: the proxy
+    # authenticated alice by Kerberos, after one 407 to the bare CONNECT.
+    negotiate = by_id["auth-negotiate"]
+    assert negotiate.observation["authenticated"] == [
+        {"user": "alice@TUNNELWS.TEST", "mechanism": "kerberos"}
+    ]
+    assert [r["status"] for r in negotiate.observation["proxy_requests"]] == [407, 200]
+    assert negotiate.env["http_proxy"] == "http://proxy.corp.test:3128"
+    kdc_log = (tmp_path / "auth-negotiate" / "kdc.log").read_text()
+    assert "alice@TUNNELWS.TEST for HTTP/proxy.corp.test@TUNNELWS.TEST" in kdc_log
+    # SOCKS as python-websockets documents it: socks5h:// in the scheme variables.
+    socks_vars = by_id["socks5h-proxy-variables"]
+    assert socks_vars.env["https_proxy"].startswith("socks5h://")
+    assert socks_vars.observation["dns_queries"] == 0
+    # The idle wait outlasted the proxy's idle limit: only pings kept the tunnel.
+    idle = by_id["idle-timeout"]
+    assert idle.client_seconds > 40 and idle.observation["connect_attempts"] == 1
     # Secrets never reach the report.
     assert "p@ss" not in json.dumps(run.to_json())
-    assert elapsed < 200, f"the catalogue took {elapsed:.0f} s"
+    idle_wait = sum(s.idle or 0 for s in CATALOGUE)
+    assert elapsed < 200 + idle_wait, f"the catalogue took {elapsed:.0f} s"
     assert our_namespaces() == []
+
+
+FALLBACK_SECTION = [s.id for s in CATALOGUE if s.section.startswith("H.")]
+
+
+async def test_clients_are_judged_on_the_expectation_that_applies(tmp_path: Path) -> None:
+    """Without a fallback, section H and the scenarios the fallback changes keep
+    their native expectations; a client declaring a fallback it does not use is
+    wrong there."""
+    assert len(FALLBACK_SECTION) == 5
+    ids = ["ports-443-only-ws", "transparent-80-ws", *FALLBACK_SECTION]
+    argv = (*TUNNELWS_CLIENT.argv, "--fallback", "never")
+    native = ClientSpec("native", argv, exit_codes=True)
+    run = await run_client(native, select(ids), workdir=tmp_path / "native")
+    got = {r.scenario: (r.verdict, r.category) for r in run.results}
+    assert got == {s: ("correct", BY_ID[s].expected_category) for s in ids}, got
+    claims = ClientSpec("claims-fallback", argv, exit_codes=True, fallback=True)
+    run = await run_client(claims, select(FALLBACK_SECTION[:2]), workdir=tmp_path / "claims")
+    assert [(r.expect, r.verdict) for r in run.results] == [("pass", "wrong")] * 2
 
 
 @pytest.mark.parametrize(
@@ -159,6 +201,18 @@ async def test_misbehaving_clients_are_flagged(
     assert result.verdict == "wrong"
     assert flag in result.flags
     assert any(reason.startswith(flag) for reason in result.reasons)
+
+
+async def test_origin_certificate_checked_against_the_proxy_name_is_caught(
+    tmp_path: Path,
+) -> None:
+    """The origin and https:// proxies have certificates of their own: a client
+    verifying the origin's certificate against the proxy's address fails."""
+    run = await run_client(misbehaving("proxy-name"), select(["proxy-wss"]), workdir=tmp_path)
+    [result] = run.results
+    assert result.verdict == "wrong" and result.exit_code == 1
+    assert "certificate verify failed" in result.stderr
+    assert "IP address mismatch" in result.stderr
 
 
 async def test_direct_client_is_correct_where_direct_is_right(tmp_path: Path) -> None:

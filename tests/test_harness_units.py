@@ -12,10 +12,17 @@ from pathlib import Path
 import pytest
 
 import tunnelws
-from tunnelws_testnet.harness import CATALOGUE, EXIT_CODES, ClientSpec, Firewall, select
+from tunnelws_testnet.harness import BY_ID, CATALOGUE, EXIT_CODES, ClientSpec, Firewall, select
 from tunnelws_testnet.harness._firewall import ruleset
 from tunnelws_testnet.harness._netns import install_system_ca
-from tunnelws_testnet.harness._network import _client_env, _proxy_url, pac_script
+from tunnelws_testnet.harness._network import (
+    ORIGIN_CERT_NAMES,
+    PROXY_CERT_NAMES,
+    _client_env,
+    _proxy_url,
+    make_harness_ca,
+    pac_script,
+)
 from tunnelws_testnet.harness._observe import (
     Observation,
     flags_for,
@@ -27,6 +34,7 @@ from tunnelws_testnet.harness._runner import RunResult, ScenarioResult, _echoed,
 from tunnelws_testnet.peers import (
     NtlmMessage,
     ProxyRequest,
+    parse_authentications,
     parse_companion_log,
     parse_microsocks_log,
     parse_ntlm_messages,
@@ -111,6 +119,33 @@ def test_parse_companion_log() -> None:
     requests = parse_companion_log(text)
     assert [r.status for r in requests] == [407, 200, 400]
     assert [r.absolute_form for r in requests] == [False, False, True]
+    assert not any(r.fallback for r in requests)
+
+
+def test_fallback_requests_are_not_flagged_absolute_form() -> None:
+    scenario = BY_ID["forward-only-ws"]
+    base = "http://10.77.2.2:8080/echo/_tunnelws/"
+    fallback = [
+        ProxyRequest("POST", base + "1/open", 201),
+        ProxyRequest("GET", base + "1/abc-12/down", 200),
+        ProxyRequest("POST", base + "2/open", 400),  # another version: still the fallback's
+    ]
+    assert all(r.fallback for r in fallback)
+    assert flags_for(scenario, Observation(proxy_requests=fallback)) == []
+    upgrade = ProxyRequest("GET", "ws://10.77.2.2:8080/echo", 400)
+    aiohttp_style = ProxyRequest("GET", "http://10.77.2.2:8080/echo", 101)
+    for wrong in (upgrade, aiohttp_style):
+        seen = Observation(proxy_requests=[*fallback, wrong])
+        assert flags_for(scenario, seen) == ["absolute-form"]
+
+
+def test_expectation_depends_on_the_fallback() -> None:
+    scenario = BY_ID["forward-only-ws"]
+    assert scenario.expect_for(fallback=False) == scenario.expect == "fail:proxy-refused"
+    assert scenario.expect_for(fallback=True) == "pass"
+    plain = BY_ID["proxy-ws"]
+    assert plain.expect_for(fallback=True) == plain.expect_for(fallback=False) == "pass"
+    assert "with a fallback: pass" in scenario.expect_both and plain.expect_both == "pass"
 
 
 def test_parse_squid_and_tinyproxy_logs() -> None:
@@ -287,6 +322,32 @@ def test_client_env_per_configuration(tmp_path: Path) -> None:
     pac = _client_env(scenario("pac-failover"), ca, "hi", pac_url="pac+file:///x/proxy.pac")
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         assert pac[name] == "pac+file:///x/proxy.pac"
+    # Every per-scheme name a library reads, both cases: aiohttp and Node's
+    # proxy-from-env read ws(s)_proxy, curl and urllib http(s)_proxy.
+    both = _client_env(scenario("proxy-ws"), ca, "hi")
+    named = {k for k in both if k.lower().endswith("_proxy")}
+    assert named == {
+        f"{n}_proxy".upper() if upper else f"{n}_proxy"
+        for n in ("http", "https", "ws", "wss")
+        for upper in (False, True)
+    }
+    upper = _client_env(scenario("proxy-env-upper"), ca, "hi")
+    assert {k for k in upper if k.lower().endswith("_proxy")} == {
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "WS_PROXY",
+        "WSS_PROXY",
+    }
+    # SOCKS as curl and python-websockets document it: in the scheme variables.
+    documented = _client_env(scenario("socks5h-proxy-variables"), ca, "hi")
+    assert (
+        documented["https_proxy"]
+        == documented["wss_proxy"]
+        == _proxy_url(scenario("socks5h-proxy-variables"))
+    )
+    assert "ALL_PROXY" not in documented
+    # Kerberos: the proxy by name (a ticket names a host), no credentials.
+    assert _proxy_url(scenario("auth-negotiate")) == "http://proxy.corp.test:3128"
     system = _client_env(scenario("tls-intercept-system-store"), None, "hi")
     assert not {"SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"} & set(
         system
@@ -300,7 +361,7 @@ def test_wpad_hosts_give_the_client_a_domain(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(_network.socket, "gethostname", lambda: "laptop.example.org")
     assert _network._wpad_hosts() == [
         ("10.77.1.2", "laptop.corp.test laptop.example.org"),
-        ("10.77.1.1", "wpad.corp.test"),
+        ("10.77.1.1", "wpad.corp.test wpad"),
     ]
 
 
@@ -395,3 +456,54 @@ def test_flags_and_problems_of_the_new_scenarios() -> None:
         pac, Observation(proxy_requests=good * 2, dead_proxy_attempts=1), True
     )
     assert twice == ["proxy should have seen exactly 1 CONNECT(s), saw 2"]
+
+
+def _names_in(pem: Path) -> set[str]:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(pem.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(name.value) for name in names}
+
+
+def test_origin_and_proxy_have_certificates_of_their_own(tmp_path: Path) -> None:
+    """Each covers exactly its own names (no localhost either), so a client
+    checking the origin's certificate against another name fails."""
+    ca = make_harness_ca(tmp_path)
+    assert _names_in(ca.origin.cert_pem_path) == set(ORIGIN_CERT_NAMES)
+    assert _names_in(ca.proxy_cert) == set(PROXY_CERT_NAMES)
+    assert not set(ORIGIN_CERT_NAMES) & set(PROXY_CERT_NAMES)
+    assert ca.proxy_key.stat().st_mode & 0o077 == 0
+
+
+def test_scenarios_are_standard_or_name_their_extension() -> None:
+    extensions = {s.id: s.extension for s in CATALOGUE if s.extension is not None}
+    assert {s.score for s in CATALOGUE} == {"standard", "extension"}
+    # tunnelws's own conventions, each named.
+    assert extensions["no-proxy-cidr"].name == "NO_PROXY_CIDR"
+    assert extensions["proxy-huge-headers"].name == "HEADER_CAP"
+    assert {extensions[s].name for s in ("socks5h", "socks5h-microsocks")} == {"SOCKS_IN_ALL_PROXY"}
+    assert {extensions[s].name for s in ("pac-failover", "pac-http-failover", "pac-wpad")} == {
+        "PAC_URL"
+    }
+    # ...and the same SOCKS proxy the way clients document it is standard.
+    assert scenario("socks5h-proxy-variables").score == "standard"
+    assert scenario("auth-negotiate").score == "standard"
+
+
+def test_kerberos_expectation_and_the_companion_log() -> None:
+    log = "\n".join(
+        json.dumps(record)
+        for record in (
+            {"event": "auth-required", "status": 407, "user": None},
+            {"event": "tunnel", "user": "alice@TUNNELWS.TEST", "mechanism": "kerberos"},
+            {"event": "tunnel", "user": "alice@corp", "credentials": True},  # Basic
+        )
+    )
+    seen = parse_authentications(log)
+    assert seen == [("alice@TUNNELWS.TEST", "kerberos")]
+    negotiate = scenario("auth-negotiate")
+    assert scenario_problems(negotiate, Observation(authenticated=seen), passed=True) == []
+    by_ntlm = Observation(authenticated=[("CORP\\alice", "ntlm")])
+    [problem] = scenario_problems(negotiate, by_ntlm, passed=True)
+    assert "should have authenticated alice@TUNNELWS.TEST by kerberos" in problem

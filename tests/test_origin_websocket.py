@@ -14,6 +14,7 @@ import websocket  # websocket-client
 from websockets.exceptions import ConnectionClosedError
 from websockets.trio.client import connect
 
+from conftest import skip_or_fail
 from origin_support import origin_ca, running_origin
 from tunnelws_testnet.origin import LocalCA
 
@@ -135,7 +136,7 @@ async def test_info_websocket_reports_headers_subprotocol_and_tls(origin_ca: Loc
 
 async def test_ipv6_loopback() -> None:
     if not socket.has_ipv6:
-        pytest.skip("no IPv6")
+        skip_or_fail("no IPv6")
     try:
         async with running_origin(host="::1") as origin:
             assert origin.ws_url().startswith("ws://[::1]:")
@@ -143,7 +144,7 @@ async def test_ipv6_loopback() -> None:
                 await ws.send("v6")
                 assert await ws.recv() == "v6"
     except OSError as exc:
-        pytest.skip(f"::1 not usable here: {exc}")
+        skip_or_fail(f"::1 not usable here: {exc}")
 
 
 def _websocket_client_session(url: str, ca_path: str | None) -> dict[str, object]:

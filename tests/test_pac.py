@@ -9,6 +9,8 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import dukpy  # noqa: F401  a core dependency: missing, the install is broken (fail, never skip)
+import pypac  # noqa: F401  a core dependency: missing, the install is broken (fail, never skip)
 import pytest
 import trio
 
@@ -19,9 +21,6 @@ from tunnelws._pac import PacResolver, PacSource, default_resolver, parse_pac_an
 from tunnelws._route import resolve_proxy
 from tunnelws._target import parse_target
 from tunnelws.cli import resolve as resolve_cli
-
-pytest.importorskip("pypac")
-pytest.importorskip("dukpy")
 
 
 @pytest.fixture(autouse=True)

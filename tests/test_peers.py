@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from conftest import require_binary
+from conftest import require_binary, skip_or_fail
 from peers import run_pproxy, run_squid, run_tinyproxy
 from tunnelws_testnet.peers import (
     BASIC_REALM,
@@ -97,7 +97,7 @@ def echo_port_443() -> Iterator[int]:
     try:
         listener = socket.create_server(("127.0.0.1", 443))
     except OSError as exc:  # not root, or 443 busy
-        pytest.skip(f"cannot listen on 127.0.0.1:443: {exc}")
+        skip_or_fail(f"cannot listen on 127.0.0.1:443: {exc}")
     with echo_origin(listener) as port:
         yield port
 
@@ -557,8 +557,9 @@ def _gone(pid: int) -> bool:
     return state == "Z"
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
 def test_squid_cleanup_after_error_kills_helpers(tmp_path: Path, echo_port: int) -> None:
+    if not Path("/proc").is_dir():
+        skip_or_fail("needs /proc")
     seen: dict[str, object] = {}
     with (
         pytest.raises(RuntimeError, match="test body failed"),

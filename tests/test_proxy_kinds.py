@@ -8,6 +8,7 @@ import json
 import pytest
 import trio
 
+from conftest import skip_or_fail
 from scripted_proxy import ScriptedProxy, Step
 from tunnelws import TLSError, open_websocket
 from tunnelws_testnet.companion import ProxyConfig, serve_proxy
@@ -69,7 +70,7 @@ async def test_ipv6_origin_authority_and_host_header(nursery, test_ca) -> None:
     try:
         origin6 = await nursery.start(serve_origin, OriginConfig(host="::1"))
     except OSError:
-        pytest.skip("no IPv6 loopback on this machine")
+        skip_or_fail("no IPv6 loopback on this machine")
     proxy = ScriptedProxy([Step()])
     await nursery.start(proxy.serve)
     port = origin6.http[1]

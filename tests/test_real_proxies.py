@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from conftest import skip_or_fail
 from peers import run_pproxy, run_squid, run_tinyproxy
 from tunnelws import ProxyAuthError, ProxyRefusedError, open_websocket
 from tunnelws_testnet.peers import ProxyProcess
@@ -163,7 +164,7 @@ async def test_squid_allows_wss_on_443(nursery, test_ca, squid_default) -> None:
     from tunnelws_testnet.origin import OriginConfig, serve_origin
 
     if not port_443_free():
-        pytest.skip("port 443 is not available to bind on this machine")
+        skip_or_fail("port 443 is not available to bind on this machine")
     origin443 = await nursery.start(
         serve_origin, OriginConfig(tls_port=443, ssl_context=test_ca.server_context())
     )

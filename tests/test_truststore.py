@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 import trio
 import trustme
+import truststore  # noqa: F401  a core dependency: missing, the install is broken (fail, never skip)
 
 import tunnelws
 from companion_support import start_proxy
+from conftest import skip_or_fail
 from tunnelws._trust import default_ssl_context
 from tunnelws._websocket import open_websocket
 from tunnelws.cli._options import _context_trusting
-
-pytest.importorskip("truststore")
 
 SYSTEM_CA_DIR = Path("/usr/local/share/ca-certificates")
 
@@ -43,7 +43,7 @@ def _update_store(*, fresh: bool = False) -> None:
 def system_ca() -> Iterator[trustme.CA]:
     """A fresh CA installed in the system store for the test's duration."""
     if os.geteuid() != 0 or shutil.which("update-ca-certificates") is None:
-        pytest.skip("needs root and update-ca-certificates (Debian ca-certificates)")
+        skip_or_fail("needs root and update-ca-certificates (Debian ca-certificates)")
     ca = trustme.CA(organization_name="tunnelws test corporate CA")
     path = SYSTEM_CA_DIR / f"tunnelws-test-{uuid.uuid4().hex}.crt"
     SYSTEM_CA_DIR.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,9 @@ sending the message once more), plus the proxy and CA variables of the
 scenario. The adapter prints each echo on its own line and exits 0, or prints
 the client library's error on stderr and exits 1. Proxy and CA variables are
 left for the client library to read: measuring what it does with them is the
-point.
+point. Where a library has a documented option for a setting but does not
+read it from the environment, the adapter passes it that way and says so on
+stderr (:func:`translated`), before connecting.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import sys
 from dataclasses import dataclass
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 #: Every adapter gives up after this many seconds (plus the idle wait).
 DEADLINE = 20.0
@@ -62,6 +65,24 @@ def read_contract(name: str) -> Contract:
         fail(name, "TUNNELWS_MESSAGE_REPEAT must be at least 1")
     message = os.environ.get("TUNNELWS_MESSAGE", "hello") * repeat
     return Contract(url=url, message=message, idle=idle, connect_timeout=connect_timeout)
+
+
+def scheme_proxy(url: str) -> tuple[str, str]:
+    """(variable, proxy URL) as a user's own code typically picks it:
+    ``https_proxy`` for ``wss://``, ``http_proxy`` for ``ws://``, lower case
+    first; no ``ALL_PROXY``, no ``no_proxy``. ("", "") when unset."""
+    name = "https_proxy" if urlsplit(url).scheme == "wss" else "http_proxy"
+    for variable in (name, name.upper()):
+        if os.environ.get(variable):
+            return variable, os.environ[variable]
+    return "", ""
+
+
+def translated(name: str, what: str) -> None:
+    """Say (on stderr, never with a value: it may hold a password) which
+    setting the adapter passed to the library as its own option. The
+    matrix marks the cell."""
+    print(f"{name}: translated: {what}", file=sys.stderr, flush=True)
 
 
 def echoed(text: str | bytes) -> None:

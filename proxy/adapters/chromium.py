@@ -1,12 +1,26 @@
 """Harness adapter: headless Debian chromium, driven by playwright.
 
-Proxy: chromium gets ``--proxy-server`` and ``--proxy-bypass-list`` built from
-the scenario's variables the way chromium's own Linux environment reader maps
-them: ``http_proxy`` serves ``ws://``, ``https_proxy`` serves ``wss://``,
-``all_proxy`` only when neither is set, and each ``no_proxy`` entry bypasses
-the name and its subdomains. Chromium never takes credentials from the proxy
-URL (a desktop user types them into a dialog; headless there is none), so a
-proxy that asks for them fails with chromium's own error.
+Proxy: chromium is configured with its own command-line flags, the way its
+network-settings documentation tells a user, from the scenario's variables
+picked the way chromium's Linux environment reader picks them (``http_proxy``
+serves ``ws://``, ``https_proxy`` serves ``wss://``, ``all_proxy`` only when
+neither is set; each ``no_proxy`` entry bypasses the name and its
+subdomains):
+
+- an ``http://``/``https://`` proxy: ``--proxy-server`` and
+  ``--proxy-bypass-list`` (through playwright's ``proxy`` option, which writes
+  exactly those flags and answers the proxy's credential challenges as a
+  user would in the browser's dialog);
+- a SOCKS proxy: ``--proxy-server=socks5://HOST:PORT`` (chromium resolves
+  names through a SOCKS5 proxy and has no SOCKS authentication);
+- a PAC file (``pac+file://``, ``pac+http://`` in the variables):
+  ``--proxy-pac-url`` with the file's URL; ``pac+wpad:``:
+  ``--proxy-auto-detect`` (WPAD).
+
+Every one of these is a translation, and the adapter says so on stderr.
+Chromium never takes credentials from the proxy URL (a desktop user types
+them into a dialog; headless there is none); Negotiate it answers itself from
+the Kerberos ticket cache (``KRB5CCNAME``).
 
 Trust: chromium ignores ``SSL_CERT_FILE``; on Linux it trusts the NSS database
 in ``$HOME/.pki/nssdb``. The adapter runs chromium with a temporary ``HOME``
@@ -26,10 +40,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from _contract import Contract, echoed, fail, read_contract
+from _contract import Contract, echoed, fail, read_contract, translated
 from playwright.async_api import ProxySettings, async_playwright
 
 NAME = "chromium"
@@ -73,10 +88,13 @@ def _env(*names: str) -> str:
     return ""
 
 
-def _proxy_for(url: str) -> str:
-    """The proxy chromium's environment reader would pick for ``url``."""
+def _proxy_for(url: str) -> tuple[str, str]:
+    """(variable, proxy) as chromium's environment reader would pick it for ``url``."""
     scheme_variable = "https_proxy" if urlsplit(url).scheme == "wss" else "http_proxy"
-    return _env(scheme_variable) or _env("all_proxy")
+    for variable in (scheme_variable, "all_proxy"):
+        if _env(variable):
+            return variable, _env(variable)
+    return "", ""
 
 
 def _bypass_list() -> str:
@@ -119,19 +137,47 @@ def _trust_store(home: Path) -> None:
         )
 
 
-def _playwright_proxy(url: str) -> ProxySettings | None:
-    proxy = _proxy_for(url)
+@dataclass
+class ProxyFlags:
+    """How chromium is told about the proxy: playwright's ``proxy`` option
+    (``--proxy-server``/``--proxy-bypass-list`` plus its credential answers)
+    and/or flags of its own."""
+
+    proxy: ProxySettings | None = None
+    args: list[str] = field(default_factory=list)
+
+
+def proxy_flags(url: str) -> ProxyFlags:
+    """Chromium's own proxy configuration for the scenario's variables."""
+    variable, proxy = _proxy_for(url)
     if not proxy:
-        return None
+        return ProxyFlags()
+    if proxy.startswith("pac+wpad:"):
+        translated(NAME, f"{variable} (pac+wpad) -> --proxy-auto-detect")
+        return ProxyFlags(args=["--proxy-auto-detect"])
     parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    bypass = _bypass_list()
+    shown = f"{variable} ({parts.scheme})"
+    if parts.scheme.startswith("pac+"):
+        translated(NAME, f"{shown} -> --proxy-pac-url")
+        return ProxyFlags(args=[f"--proxy-pac-url={proxy.removeprefix('pac+')}"])
+    if parts.scheme.startswith("socks"):
+        # socks5h:// is socks5:// to chromium, which always lets the proxy
+        # resolve names; it sends no SOCKS credentials.
+        server = f"socks5://{parts.hostname}:{parts.port or 1080}"
+        translated(NAME, f"{shown} -> --proxy-server=socks5://…")
+        return ProxyFlags(proxy={"server": server, "bypass": bypass})
     server = f"{parts.scheme}://{parts.hostname}:{parts.port}" if parts.port else proxy
-    settings: ProxySettings = {"server": server, "bypass": _bypass_list()}
+    settings: ProxySettings = {"server": server, "bypass": bypass}
     if parts.username is not None:
         # Chromium takes no credentials on its command line; playwright
         # answers the proxy's challenge as a user would in the browser dialog.
         settings["username"] = unquote(parts.username)
         settings["password"] = unquote(parts.password or "")
-    return settings
+    translated(
+        NAME, f"{shown} -> --proxy-server" + (", no_proxy -> --proxy-bypass-list" if bypass else "")
+    )
+    return ProxyFlags(proxy=settings)
 
 
 def _console(text: str, console: list[str]) -> None:
@@ -142,6 +188,7 @@ def _console(text: str, console: list[str]) -> None:
 
 
 async def run(contract: Contract, home: Path, console: list[str]) -> None:
+    flags = proxy_flags(contract.url)
     args = [
         "--no-sandbox",  # root in a container has no user namespace sandbox
         # Keep chromium's own background traffic (updates, sign-in) quiet.
@@ -149,13 +196,14 @@ async def run(contract: Contract, home: Path, console: list[str]) -> None:
         "--disable-component-update",
         "--disable-sync",
         "--no-first-run",
+        *flags.args,
     ]
     async with async_playwright() as playwright:
         # playwright turns ``proxy`` into --proxy-server/--proxy-bypass-list.
         browser = await playwright.chromium.launch(
             executable_path=CHROMIUM,
             args=args,
-            proxy=_playwright_proxy(contract.url),
+            proxy=flags.proxy,
             env={**os.environ, "HOME": str(home)},
         )
         try:

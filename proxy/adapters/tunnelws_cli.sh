@@ -6,9 +6,8 @@
 # itself. The message is TUNNELWS_MESSAGE repeated TUNNELWS_MESSAGE_REPEAT
 # times, written as one line; TUNNELWS_CONNECT_TIMEOUT becomes
 # --connect-timeout. With TUNNELWS_IDLE=S the second copy of the message is
-# written S seconds after the first. Keepalive pings are off by default (the
-# harness measures defaults; add --ping-interval for proxies that drop idle
-# tunnels).
+# written S seconds after the first. Everything else is tunnelws's defaults
+# (keepalive pings every 20 s included): the harness measures defaults.
 # Exit status: tunnelws's own (0 ok, 3..12 by failure category), 124 when the
 # 20 s deadline passes.
 set -u

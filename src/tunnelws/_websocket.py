@@ -78,6 +78,9 @@ MAX_RESPONSE_HEAD = 65536
 # on its own (answering pings, draining echoes of a sender that never reads).
 RECEIVER_GRACE = 0.05
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+# Keepalive pings by default, every 20 s like python-websockets: below the idle
+# limits of common proxies and NATs (None turns them off).
+DEFAULT_PING_INTERVAL = 20.0
 NORMAL_CLOSE_CODES = frozenset({1000, 1001})
 #: With ``fallback="auto"``, how long a pong may take after the 101: a path
 #: that passes the 101 and then relays nothing shows here, not later.
@@ -93,7 +96,7 @@ async def open_websocket(
     route: RouteOptions | None = None,
     subprotocols: Sequence[str] = (),
     extra_headers: HeaderList = (),
-    ping_interval: float | None = None,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
     ping_timeout: float | None = None,
     close_timeout: float = 5.0,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,

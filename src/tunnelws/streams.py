@@ -16,11 +16,15 @@ bytes itself (the companion test proxy does).
     as trio allows: on a plain ``trio.SocketStream`` straight on the
     descriptor, waiting only when the kernel says so; other streams through
     their own methods.
+:func:`can_half_close`
+    Whether ``stream`` (under any :class:`PrefixedStream`) can send an EOF
+    and keep reading: a relay passes a peer's half-close on only then.
 """
 
 from __future__ import annotations
 
+from ._pipe import can_half_close
 from ._streamio import StreamIO
 from ._transport import PrefixedStream, prefixed
 
-__all__ = ["PrefixedStream", "StreamIO", "prefixed"]
+__all__ = ["PrefixedStream", "StreamIO", "can_half_close", "prefixed"]

@@ -1,46 +1,65 @@
-// tunnelws harness adapter: Node `ws` through `https-proxy-agent`.
+// tunnelws harness adapter: Node `ws` through a proxy agent, two ways.
 //
-// Written the way the https-proxy-agent README shows it: the proxy URL comes
-// from the usual environment variable and an agent is handed to `ws`. Neither
-// library reads proxy variables or no_proxy on its own, so this adapter does
-// exactly what a typical user's few lines do: `wss://` uses https_proxy,
-// `ws://` uses http_proxy (lower case first, then upper case), and no_proxy
-// and ALL_PROXY are not consulted. The CA bundle comes from
-// NODE_EXTRA_CA_CERTS, which Node reads at start-up.
+//   node client.mjs [https-proxy-agent]   (column node-ws)
+//   node client.mjs proxy-agent           (column node-proxy-agent)
+//
+// https-proxy-agent: written the way its README shows and most `ws` users
+// write it: neither library reads proxy variables, so the user's code hands
+// one to `new HttpsProxyAgent(url)`: `wss://` uses https_proxy, `ws://`
+// http_proxy (lower case first, then upper case); no_proxy and ALL_PROXY are
+// not consulted. The adapter says so on stderr ("translated").
+//
+// proxy-agent: `new ProxyAgent()` with no arguments, as its README shows: it
+// reads the environment itself through proxy-from-env (`ws_proxy`/`wss_proxy`
+// for WebSocket URLs, then `all_proxy`; `no_proxy`) and picks an agent by the
+// proxy URL's scheme (http, https, socks*, pac+*). Nothing is translated.
+//
+// The CA bundle comes from NODE_EXTRA_CA_CERTS, which Node reads at start-up.
 //
 // Contract: connect to TUNNELWS_URL, send TUNNELWS_MESSAGE (repeated
 // TUNNELWS_MESSAGE_REPEAT times when set: one environment variable cannot
 // hold a large message on Linux), print the echo, allowing
 // TUNNELWS_CONNECT_TIMEOUT seconds (default 10) for connecting;
-// with TUNNELWS_IDLE=S wait S seconds and do it once more. Exit 0 on success,
-// 1 with the library's error on stderr otherwise, 1 after a 20 s deadline.
+// with TUNNELWS_IDLE=S wait S seconds, listening, and do it once more. Exit 0
+// on success, 1 with the library's error on stderr otherwise, 1 after a
+// deadline of 20 s plus the idle wait.
 import WebSocket from 'ws';
 import { HttpsProxyAgent } from 'https-proxy-agent';
+import { ProxyAgent } from 'proxy-agent';
 
-const DEADLINE_MS = 20_000;
+const mode = process.argv[2] ?? 'https-proxy-agent';
+const NAME = { 'https-proxy-agent': 'node-ws', 'proxy-agent': 'node-proxy-agent' }[mode];
+
+function fail(text) {
+  process.stderr.write(`${NAME ?? 'node'}: ${text}\n`);
+  process.exit(1);
+}
+
+if (!NAME) fail(`unknown mode ${mode} (https-proxy-agent or proxy-agent)`);
 
 const url = process.env.TUNNELWS_URL;
 const repeat = Number(process.env.TUNNELWS_MESSAGE_REPEAT || '1');
 const idleSeconds = Number(process.env.TUNNELWS_IDLE ?? '0');
-
-function fail(text) {
-  process.stderr.write(`node-ws: ${text}\n`);
-  process.exit(1);
-}
-
 if (!url) fail('TUNNELWS_URL is not set');
 if (!Number.isInteger(repeat) || repeat < 1) fail('TUNNELWS_MESSAGE_REPEAT must be a whole number >= 1');
 const message = (process.env.TUNNELWS_MESSAGE ?? 'hello').repeat(repeat);
+const deadlineMs = (20 + idleSeconds) * 1000;
 
-const secure = url.startsWith('wss:');
-const proxy = secure
-  ? process.env.https_proxy || process.env.HTTPS_PROXY
-  : process.env.http_proxy || process.env.HTTP_PROXY;
+function agent() {
+  if (mode === 'proxy-agent') return new ProxyAgent();
+  const name = url.startsWith('wss:') ? 'https_proxy' : 'http_proxy';
+  const variable = [name, name.toUpperCase()].find((v) => process.env[v]);
+  if (!variable) return undefined;
+  process.stderr.write(`${NAME}: translated: ${variable} -> new HttpsProxyAgent(...)\n`);
+  return new HttpsProxyAgent(process.env[variable]);
+}
+
 // ws's own bound on getting connected (the proxy's CONNECT included).
 const handshakeTimeout = 1000 * Number(process.env.TUNNELWS_CONNECT_TIMEOUT || '10');
-const options = proxy ? { agent: new HttpsProxyAgent(proxy), handshakeTimeout } : { handshakeTimeout };
+const chosen = agent();
+const options = chosen ? { agent: chosen, handshakeTimeout } : { handshakeTimeout };
 
-setTimeout(() => fail(`no echo within ${DEADLINE_MS / 1000} s`), DEADLINE_MS).unref();
+setTimeout(() => fail(`no echo within ${deadlineMs / 1000} s`), deadlineMs).unref();
 
 const socket = new WebSocket(url, options);
 let echoes = 0;

@@ -16,6 +16,7 @@ from ._runner import (
     ClientSpec,
     RunResult,
     ScenarioResult,
+    builtin_client,
     check_prerequisites,
     run_client,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "RunResult",
     "Scenario",
     "ScenarioResult",
+    "builtin_client",
     "check_prerequisites",
     "cleanup_stale",
     "run_client",

@@ -24,7 +24,7 @@ _SOCKS = (ProxyKind.SOCKS5, ProxyKind.MICROSOCKS)
 
 def correct_client(scenario: Scenario) -> str:
     """What a correct client does, and what the network must have seen."""
-    parts = [scenario.expect]
+    parts = [scenario.expect_both]
     if scenario.time_limit != _DEFAULTS["time_limit"]:
         parts[0] += f" (limit {scenario.time_limit:g} s)"
     target = scenario.expect_connect_target
@@ -39,18 +39,31 @@ def correct_client(scenario: Scenario) -> str:
         parts.append("the dead proxy tried first")
     if scenario.expect_ntlm_one_connection:
         parts.append("NTLM messages 1-3 on one connection")
+    if scenario.expect_authenticated is not None:
+        user, mechanism = scenario.expect_authenticated
+        parts.append(f"the proxy authenticated `{user}` by {mechanism}")
     looping = scenario.expected_category == "proxy-auth"
     if scenario.max_connects != _DEFAULTS["max_connects"] or looping:
         parts.append(f"at most {scenario.max_connects} CONNECTs")
     return ", ".join(parts)
 
 
+def scored(scenario: Scenario) -> str:
+    """ "standard", or "extension: " and the tunnelws convention it tests."""
+    if scenario.extension is None:
+        return scenario.score
+    return f"{scenario.score}: {scenario.extension.value}"
+
+
 def catalogue_table(scenarios: Iterable[Scenario] = CATALOGUE) -> str:
-    """The Markdown table: id, section, network, correct client."""
-    lines = ["| id | section | network | correct client |", "|---|---|---|---|"]
+    """The Markdown table: id, section, network, correct client, score."""
+    lines = [
+        "| id | section | network | correct client | scored as |",
+        "|---|---|---|---|---|",
+    ]
     for s in scenarios:
         network = s.network.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-        lines.append(f"| {s.id} | {s.section} | {network} | {correct_client(s)} |")
+        lines.append(f"| {s.id} | {s.section} | {network} | {correct_client(s)} | {scored(s)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +30,7 @@ import trio
 
 from tunnelws_testnet.origin import LocalCA, make_test_ca
 
+from ..kerberos import KerberosRealm
 from ..peers import (
     CompanionProxy,
     Launch,
@@ -45,11 +48,14 @@ from ._scenarios import (
     CLIENT_NETWORK,
     CORP_DOMAIN,
     DEAD_PROXY_PORT,
+    KERBEROS_USER,
     ORIGIN_ADDRESS,
     ORIGIN_ADDRESS6,
     ORIGIN_NAME,
     PAC_PORT,
     PROXY_ADDRESS,
+    PROXY_ENV_NAMES,
+    PROXY_NAME,
     TRANSPARENT_PORT,
     PacDelivery,
     ProxyKind,
@@ -58,8 +64,10 @@ from ._scenarios import (
 )
 
 __all__ = [
-    "CA_NAMES",
+    "ORIGIN_CERT_NAMES",
+    "PROXY_CERT_NAMES",
     "PROXY_VARIABLES",
+    "HarnessCA",
     "NetworkStartError",
     "RunningNetwork",
     "make_harness_ca",
@@ -68,8 +76,11 @@ __all__ = [
 ]
 
 START_TIMEOUT = 10.0
-# Every name and address a certificate of the harness CA must cover.
-CA_NAMES = (ORIGIN_NAME, ORIGIN_ADDRESS, ORIGIN_ADDRESS6, PROXY_ADDRESS)
+# The origin and https:// proxies have certificates of their own (one CA), for
+# exactly their names: a client that checks one's certificate against the
+# other's name (or against "localhost") fails.
+ORIGIN_CERT_NAMES = (ORIGIN_NAME, ORIGIN_ADDRESS, ORIGIN_ADDRESS6)
+PROXY_CERT_NAMES = (PROXY_NAME, PROXY_ADDRESS)
 # Variables removed from the inherited environment before the scenario's own
 # are set, so the machine's settings never leak into a scenario.
 PROXY_VARIABLES = (
@@ -92,6 +103,10 @@ PROXY_VARIABLES = (
     "REQUESTS_CA_BUNDLE",
     "NODE_EXTRA_CA_CERTS",
     "CURL_CA_BUNDLE",
+    # Kerberos: no ticket or realm of the machine's reaches a scenario.
+    "KRB5_CONFIG",
+    "KRB5CCNAME",
+    "KRB5_KTNAME",
     "TUNNELWS_HARNESS_SECRETS",
 )
 
@@ -114,9 +129,11 @@ def _wpad_hosts() -> list[tuple[str, str]]:
     # WPAD discovery asks for wpad.corp.test first, which is the router.
     hostname = socket.gethostname()
     short = hostname.split(".")[0]
+    # "wpad" too: what DNS with the search domain corp.test answers for the
+    # short name, which browsers' WPAD asks for (http://wpad/wpad.dat).
     return [
         (CLIENT_ADDRESS, f"{short}.{CORP_DOMAIN} {hostname}"),
-        (PROXY_ADDRESS, f"wpad.{CORP_DOMAIN}"),
+        (PROXY_ADDRESS, f"wpad.{CORP_DOMAIN} wpad"),
     ]
 
 
@@ -130,9 +147,25 @@ class NetworkStartError(RuntimeError):
     """The origin or the proxy did not come up; the message has its output."""
 
 
-def make_harness_ca(directory: Path) -> LocalCA:
-    """The CA of one harness run: its certificate serves the origin and https:// proxies."""
-    return make_test_ca(list(CA_NAMES), directory=directory)
+@dataclass(frozen=True)
+class HarnessCA:
+    """The CA of one harness run: the origin's certificate (``origin``) and
+    the https:// proxies' (``proxy_cert``, ``proxy_key``), both issued by it."""
+
+    origin: LocalCA
+    proxy_cert: Path
+    proxy_key: Path
+
+    @property
+    def ca_pem_path(self) -> Path:
+        return self.origin.ca_pem_path
+
+
+def make_harness_ca(directory: Path) -> HarnessCA:
+    """A CA with one certificate for the origin and another for https:// proxies."""
+    origin = make_test_ca(ORIGIN_CERT_NAMES, directory=directory, loopback=False)
+    cert, key = origin.issue(list(PROXY_CERT_NAMES), "proxy")
+    return HarnessCA(origin=origin, proxy_cert=cert, proxy_key=key)
 
 
 @dataclass
@@ -165,12 +198,14 @@ class RunningNetwork:
 
 @asynccontextmanager
 async def scenario_network(
-    scenario: Scenario, *, ca: LocalCA, directory: Path, message: str
+    scenario: Scenario, *, ca: HarnessCA, directory: Path, message: str
 ) -> AsyncIterator[RunningNetwork]:
     """Build and run ``scenario``'s network; tear it down on exit."""
     client_hosts = [(ORIGIN_ADDRESS, ORIGIN_NAME)] if scenario.client_knows_origin_name else []
     if scenario.pac is PacDelivery.WPAD:
         client_hosts += _wpad_hosts()
+    if scenario.proxy_host == PROXY_NAME:
+        client_hosts.append((PROXY_ADDRESS, PROXY_NAME))
 
     def build() -> Topology:
         directory.mkdir(parents=True, exist_ok=True)
@@ -180,14 +215,18 @@ async def scenario_network(
     _live_topologies.add(topology)
     processes: list[trio.Process] = []
     cleanups: list[Callable[[], None]] = []
+    # Run before the namespaces go (the Kerberos realm stops its own KDC).
+    stops: list[Callable[[], None]] = []
     try:
         await trio.to_thread.run_sync(apply_ruleset, topology.router, scenario.firewall)
         network = await _start_servers(
-            scenario, topology, ca, directory, message, processes, cleanups
+            scenario, topology, ca, directory, message, processes, cleanups, stops
         )
         yield network
     finally:
         with trio.CancelScope(shield=True):
+            for stop in stops:
+                await trio.to_thread.run_sync(stop)
             await trio.to_thread.run_sync(topology.teardown)
             _live_topologies.discard(topology)
             for process in processes:
@@ -200,11 +239,12 @@ async def scenario_network(
 async def _start_servers(
     scenario: Scenario,
     topology: Topology,
-    ca: LocalCA,
+    ca: HarnessCA,
     directory: Path,
     message: str,
     processes: list[trio.Process],
     cleanups: list[Callable[[], None]],
+    stops: list[Callable[[], None]],
 ) -> RunningNetwork:
     secrets: list[str] = []
     spec = scenario.proxy
@@ -225,9 +265,9 @@ async def _start_servers(
             "-m",
             "tunnelws_testnet.harness._origin_main",
             "--cert",
-            str(ca.cert_pem_path),
+            str(ca.origin.cert_pem_path),
             "--key",
-            str(ca.key_pem_path),
+            str(ca.origin.key_pem_path),
             "--log",
             str(origin_log),
         ],
@@ -241,6 +281,11 @@ async def _start_servers(
         partial(_wait_for_line, origin, outputs["origin"], "ready", "origin")
     ]
     launch: Launch | None = None
+    realm: KerberosRealm | None = None
+    proxy_env: dict[str, str] | None = None
+    if spec is not None and spec.kerberos:
+        realm = await trio.to_thread.run_sync(_start_realm, topology, directory, stops)
+        proxy_env = dict(os.environ, **realm.server_env())
     if spec is not None:
         peer = _peer(spec, ca, directory)
         port = spec.port if scenario.configure_proxy else TRANSPARENT_PORT
@@ -253,6 +298,7 @@ async def _start_servers(
             launch.argv,
             launch.output,
             processes,
+            env=proxy_env,
             stop_signal=launch.stop_signal,
         )
         ready = partial(launch.ready, proxy.pid)
@@ -308,16 +354,48 @@ async def _start_servers(
         # The companion wrote its CA while starting; `ip netns exec` mounts
         # the copy of /etc/ssl holding it over the client's /etc/ssl.
         await trio.to_thread.run_sync(install_system_ca, topology.client, ca_file)
+    extra: dict[str, str] = {}
+    if realm is not None:
+        # The user's own kinit, in the client's namespace, before the client starts.
+        prefix = ("ip", "netns", "exec", topology.client)
+        ccache = await trio.to_thread.run_sync(partial(realm.kinit, KERBEROS_USER, prefix=prefix))
+        extra = realm.client_env(ccache)
+    client_env = _client_env(scenario, None if system_ca else ca_file, message, pac_url=pac_url)
     return RunningNetwork(
         scenario=scenario,
         topology=topology,
         directory=directory,
-        client_env=_client_env(scenario, None if system_ca else ca_file, message, pac_url=pac_url),
+        client_env={**client_env, **extra},
         secrets=secrets,
         origin_log=origin_log,
         proxy=launch,
         outputs=outputs,
     )
+
+
+def _start_realm(
+    topology: Topology, directory: Path, stops: list[Callable[[], None]]
+) -> KerberosRealm:
+    """A Kerberos realm whose KDC runs on the router (port 88), with a key
+    for HTTP/proxy.corp.test; it stops (its log kept) before the teardown."""
+    realm = KerberosRealm(
+        host=PROXY_ADDRESS,
+        port=88,
+        service_hosts=(PROXY_NAME,),
+        kdc_prefix=("ip", "netns", "exec", topology.router),
+    )
+
+    def stop() -> None:
+        # The log shows which tickets the KDC issued; the rest (keys) goes.
+        with contextlib.suppress(OSError):
+            shutil.copyfile(realm.log_path, directory / "kdc.log")
+        realm.stop()
+
+    stops.append(stop)
+    realm.start()
+    if realm.pid is not None:
+        topology.pids.append(realm.pid)
+    return realm
 
 
 def _proxy_url(scenario: Scenario) -> str:
@@ -326,7 +404,8 @@ def _proxy_url(scenario: Scenario) -> str:
     if scenario.url_credentials is not None:
         user, password = scenario.url_credentials
         userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}@"
-    return f"{scenario.proxy.client_scheme}://{userinfo}{PROXY_ADDRESS}:{scenario.proxy.port}"
+    host = scenario.proxy_host
+    return f"{scenario.proxy.client_scheme}://{userinfo}{host}:{scenario.proxy.port}"
 
 
 def _client_env(
@@ -352,12 +431,7 @@ def _client_env(
         env["TUNNELWS_IDLE"] = f"{scenario.idle:g}"
     if scenario.proxy is not None and scenario.configure_proxy:
         url = pac_url if pac_url is not None else _proxy_url(scenario)
-        names = {
-            "both": ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"),
-            "upper": ("HTTP_PROXY", "HTTPS_PROXY"),
-            "all": ("ALL_PROXY",),
-        }[scenario.proxy_env]
-        env.update(dict.fromkeys(names, url))
+        env.update(dict.fromkeys(PROXY_ENV_NAMES[scenario.proxy_env], url))
         if scenario.no_proxy is not None:
             env["no_proxy"] = env["NO_PROXY"] = scenario.no_proxy
     return env
@@ -415,12 +489,12 @@ async def _wait_for_line(process: trio.Process, output: Path, needle: str, what:
     await _wait_until(process, lambda: needle in _tail(output, 100_000), what, output)
 
 
-def _peer(spec: ProxySpec, ca: LocalCA, directory: Path) -> Peer:
+def _peer(spec: ProxySpec, ca: HarnessCA, directory: Path) -> Peer:
     """The proxy of a scenario, on the router, for the client network."""
     if spec.kind is ProxyKind.COMPANION:
         return CompanionProxy(
             options=spec.options,
-            tls=(ca.cert_pem_path, ca.key_pem_path) if spec.tls else None,
+            tls=(ca.proxy_cert, ca.proxy_key) if spec.tls else None,
             intercept_ca_dir=directory / "intercept-ca" if spec.intercept else None,
             onward_ca=ca.ca_pem_path if spec.intercept else None,
         )

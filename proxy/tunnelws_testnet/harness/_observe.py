@@ -30,7 +30,8 @@ FLAG_DESCRIPTIONS = {
     "direct-attempt": "connected (or tried) around the configured proxy",
     "local-dns": "looked the origin up in DNS although the proxy resolves names",
     "credentials-at-origin": "proxy credentials reached the origin",
-    "absolute-form": "sent an absolute-form request (GET ws://...) instead of CONNECT",
+    "absolute-form": "sent its WebSocket upgrade as an absolute-form request (GET ws://...) "
+    "instead of CONNECT",
     "auth-loop": "more CONNECT attempts than one authenticated connection needs "
     f"({MAX_CONNECTS}; NTLM 3)",
 }
@@ -46,6 +47,8 @@ class Observation:
     proxy_requests: list[ProxyRequest] = field(default_factory=list)
     origin_requests: list[dict[str, Any]] = field(default_factory=list)
     ntlm_messages: list[NtlmMessage] = field(default_factory=list)
+    # (user, mechanism) of each tunnel the companion authenticated.
+    authenticated: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def connect_attempts(self) -> int:
@@ -76,6 +79,9 @@ class Observation:
             "origin_requests": self.origin_requests,
             "ntlm_messages": [
                 {"connection": m.connection, "type": m.type} for m in self.ntlm_messages
+            ],
+            "authenticated": [
+                {"user": user, "mechanism": mechanism} for user, mechanism in self.authenticated
             ],
         }
 
@@ -115,7 +121,8 @@ def flags_for(scenario: Scenario, observation: Observation) -> list[str]:
         flags.append("local-dns")
     if observation.credentials_at_origin:
         flags.append("credentials-at-origin")
-    if scenario.configure_proxy and any(r.absolute_form for r in for_origin):
+    # The HTTP fallback's requests are absolute-form by design, not a mistake.
+    if scenario.configure_proxy and any(r.absolute_form and not r.fallback for r in for_origin):
         flags.append("absolute-form")
     if sum(1 for r in for_origin if r.method == "CONNECT") > scenario.max_connects:
         flags.append("auth-loop")
@@ -150,6 +157,12 @@ def scenario_problems(scenario: Scenario, observation: Observation, passed: bool
         seen = [(m.connection, m.type) for m in observation.ntlm_messages]
         problems.append(
             f"NTLM messages 1, 2 and 3 should share one connection, saw {seen or 'none'}"
+        )
+    wanted = scenario.expect_authenticated
+    if wanted is not None and passed and wanted not in observation.authenticated:
+        problems.append(
+            f"the proxy should have authenticated {wanted[0]} by {wanted[1]}, "
+            f"saw {observation.authenticated or 'no authenticated tunnel'}"
         )
     if scenario.expect_proxy_untouched and for_origin:
         count = len(for_origin)

@@ -14,6 +14,7 @@ import importlib.util
 import os
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,12 +23,16 @@ from typing import Any
 
 import trio
 
-from tunnelws_testnet.origin import LocalCA
-
-from ..peers import find_binary, parse_ntlm_messages
+from ..peers import find_binary, parse_authentications, parse_ntlm_messages
 from ._firewall import read_counters
 from ._netns import kill_pids, netns_pids
-from ._network import NetworkStartError, RunningNetwork, make_harness_ca, scenario_network
+from ._network import (
+    HarnessCA,
+    NetworkStartError,
+    RunningNetwork,
+    make_harness_ca,
+    scenario_network,
+)
 from ._observe import (
     FLAG_DESCRIPTIONS,
     Observation,
@@ -42,6 +47,7 @@ __all__ = [
     "ClientSpec",
     "RunResult",
     "ScenarioResult",
+    "builtin_client",
     "check_prerequisites",
     "run_client",
 ]
@@ -76,6 +82,16 @@ class ClientSpec:
     name: str
     argv: tuple[str, ...]
     exit_codes: bool = False
+    # The client has tunnelws's HTTP fallback: judged on the scenarios'
+    # ``expect_with_fallback`` where they have one.
+    fallback: bool = False
+
+
+def builtin_client(name: str = "tunnelws") -> ClientSpec:
+    """tunnelws's own client (``tunnelws_testnet.harness.clients.tunnelws_client``),
+    which exits with tunnelws's codes and falls back to HTTP by default."""
+    argv = (sys.executable, "-m", "tunnelws_testnet.harness.clients.tunnelws_client")
+    return ClientSpec(name, argv, exit_codes=True, fallback=True)
 
 
 @dataclass
@@ -87,6 +103,8 @@ class ScenarioResult:
     section: str
     expect: str
     verdict: str  # correct | wrong | skipped | error
+    # The tunnelws convention the scenario tests (Extension's text), None if standard.
+    extension: str | None = None
     reasons: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     exit_code: int | None = None
@@ -148,6 +166,12 @@ def check_prerequisites(scenario: Scenario) -> str | None:
         and importlib.util.find_spec("pproxy") is None
     ):
         return "the pproxy package is not installed (pip install pproxy)"
+    if (
+        scenario.proxy is not None
+        and scenario.proxy.kerberos
+        and importlib.util.find_spec("gssapi") is None
+    ):
+        return "python-gssapi is not installed (pip install 'tunnelws[kerberos]')"
     for binary in ("ip", "nft", *scenario.requires):
         if find_binary(binary) is None:
             return f"{binary} is not installed"
@@ -166,14 +190,14 @@ async def run_client(
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     begin = time.monotonic()
     os.makedirs(workdir, exist_ok=True)
-    ca: LocalCA | None = None
+    ca: HarnessCA | None = None
     results = []
     for index, scenario in enumerate(scenarios):
         if on_start is not None:
             on_start(index, scenario)
         reason = check_prerequisites(scenario)
         if reason is not None:
-            result = _skeleton(scenario, "skipped", [reason])
+            result = _skeleton(client, scenario, "skipped", [reason])
         else:
             if ca is None:
                 ca = make_harness_ca(workdir / "ca")
@@ -184,13 +208,16 @@ async def run_client(
     return RunResult(client.name, list(client.argv), started, time.monotonic() - begin, results)
 
 
-def _skeleton(scenario: Scenario, verdict: str, reasons: list[str]) -> ScenarioResult:
+def _skeleton(
+    client: ClientSpec, scenario: Scenario, verdict: str, reasons: list[str]
+) -> ScenarioResult:
     return ScenarioResult(
         scenario=scenario.id,
         catalogue_id=scenario.catalogue_id,
         section=scenario.section,
-        expect=scenario.expect,
+        expect=scenario.expect_for(fallback=client.fallback),
         verdict=verdict,
+        extension=None if scenario.extension is None else scenario.extension.value,
         reasons=reasons,
         time_limit=scenario.time_limit,
         url=scenario.url,
@@ -205,10 +232,10 @@ def _message(scenario: Scenario) -> str:
 
 
 async def run_scenario(
-    client: ClientSpec, scenario: Scenario, *, ca: LocalCA, directory: Path
+    client: ClientSpec, scenario: Scenario, *, ca: HarnessCA, directory: Path
 ) -> ScenarioResult:
     """Build ``scenario``, run ``client`` in it once, and judge the run."""
-    result = _skeleton(scenario, "error", [])
+    result = _skeleton(client, scenario, "error", [])
     message = _message(scenario)
     setup_start = time.monotonic()
     try:
@@ -266,6 +293,7 @@ async def _run_and_observe(
         observation.proxy_requests = proxy.parse(proxy_text)
         if scenario.proxy.kind is ProxyKind.COMPANION:
             observation.ntlm_messages = parse_ntlm_messages(proxy_text)
+            observation.authenticated = parse_authentications(proxy_text)
     origin_text = _read(network.origin_log)
     observation.origin_requests = parse_origin_log(origin_text)
     stdout_text = _read(stdout_path)
@@ -290,9 +318,11 @@ def _judge(
     if client.exit_codes and code is not None and code > 0:
         result.category = CATEGORY_BY_EXIT_CODE.get(code)
     passed = code == 0 and echoed and not result.timed_out
+    expect = scenario.expect_for(fallback=client.fallback)
+    expected_category = expect.partition(":")[2] or None
     if result.timed_out:
         reasons.append(f"still running after the {scenario.time_limit:g} s limit (killed)")
-    elif scenario.expects_pass:
+    elif expect == "pass":
         if code != 0:
             reasons.append(
                 f"expected pass, client exited with status {code}"
@@ -309,12 +339,12 @@ def _judge(
                 )
             )
     elif code == 0:
-        reasons.append(f"expected {scenario.expect}, but the client exited 0")
-    elif client.exit_codes and scenario.expected_category is not None:
-        expected_code = EXIT_CODES[scenario.expected_category]
+        reasons.append(f"expected {expect}, but the client exited 0")
+    elif client.exit_codes and expected_category is not None:
+        expected_code = EXIT_CODES[expected_category]
         if code != expected_code:
             reasons.append(
-                f"expected category {scenario.expected_category} (exit {expected_code}), "
+                f"expected category {expected_category} (exit {expected_code}), "
                 f"got exit {code}" + (f" ({result.category})" if result.category else "")
             )
     result.flags = flags_for(scenario, observation)

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from ..kerberos import KERBEROS_BINARIES
+
 __all__ = [
     "BY_ID",
     "CATALOGUE",
@@ -30,17 +32,21 @@ __all__ = [
     "CLIENT_NETWORK",
     "CORP_DOMAIN",
     "DEAD_PROXY_PORT",
+    "KERBEROS_PRINCIPAL",
     "ORIGIN_ADDRESS",
     "ORIGIN_ADDRESS6",
     "ORIGIN_NAME",
     "PAC_PORT",
     "PROXY_ADDRESS",
     "PROXY_ADDRESS6",
+    "PROXY_ENV_NAMES",
+    "PROXY_NAME",
     "PROXY_PORT",
     "ROUTER_ORIGIN_SIDE",
     "ROUTER_ORIGIN_SIDE6",
     "SOCKS_PORT",
     "TRANSPARENT_PORT",
+    "Extension",
     "Firewall",
     "PacDelivery",
     "ProxyKind",
@@ -61,6 +67,9 @@ ROUTER_ORIGIN_SIDE6 = "fd77:2::1"
 ORIGIN_ADDRESS = "10.77.2.2"
 ORIGIN_ADDRESS6 = "fd77:2::2"
 ORIGIN_NAME = "origin.corp.test"  # resolvable in the router namespace only
+# The proxy's name, for Kerberos (a ticket names a host, not an address): the
+# client's /etc/hosts maps it to PROXY_ADDRESS in the scenarios that use it.
+PROXY_NAME = "proxy.corp.test"
 CORP_DOMAIN = "corp.test"  # the client's domain in the WPAD scenario
 
 PROXY_PORT = 3128
@@ -83,6 +92,43 @@ NTLM_USER = "CORP\\alice"
 NTLM_PASSWORD = "ntlm-p@ss/w%rd!"  # NTLM credentials cannot hold ':'
 # pproxy reads its credentials from its listen URL's fragment: no URL specials.
 SOCKS_CREDENTIALS = ("sockuser", "s0cks-pass-7")
+# The Kerberos user of auth-negotiate (a realm made for the scenario) as the
+# proxy must have authenticated it.
+KERBEROS_USER = "alice"
+KERBEROS_PRINCIPAL = "alice@TUNNELWS.TEST"
+
+#: The proxy variables a scenario sets, by ``Scenario.proxy_env``: every name
+#: a library reads for the URL's scheme (curl, urllib and python-websockets
+#: read ``http(s)_proxy``; aiohttp and Node's proxy-from-env read
+#: ``ws(s)_proxy`` for WebSocket URLs), or ``ALL_PROXY`` alone.
+PROXY_ENV_NAMES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "both": (
+            "http_proxy",
+            "https_proxy",
+            "ws_proxy",
+            "wss_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "WS_PROXY",
+            "WSS_PROXY",
+        ),
+        "upper": ("HTTP_PROXY", "HTTPS_PROXY", "WS_PROXY", "WSS_PROXY"),
+        "all": ("ALL_PROXY",),
+    }
+)
+
+
+class Extension(enum.Enum):
+    """A convention of tunnelws's own that a scenario rests on, beyond what
+    RFCs and the clients' own documentation define. Scenarios with one are
+    scored apart ("extension"); the rest are "standard"."""
+
+    PAC_URL = "`pac+…` URLs in the proxy variables naming a PAC file"
+    HEADER_CAP = "a 64 KiB cap on a proxy's reply header block"
+    NO_PROXY_CIDR = "CIDR ranges in `no_proxy`"
+    SOCKS_IN_ALL_PROXY = "a SOCKS proxy given only in `ALL_PROXY`"
+    HTTP_FALLBACK = "the HTTP fallback (tunnelws's own protocol when WebSocket cannot pass)"
 
 
 class Firewall(enum.Enum):
@@ -120,6 +166,9 @@ class ProxySpec:
     kind: ProxyKind = ProxyKind.COMPANION
     # Extra command-line options for ``tunnelws proxy`` (companion only).
     options: tuple[str, ...] = ()
+    # A Kerberos realm (MIT KDC on the router) whose keytab the companion
+    # accepts tickets with; the client gets KERBEROS_USER's ticket cache.
+    kerberos: bool = False
     tls: bool = False  # an https:// proxy (certificate from the harness CA)
     auth: tuple[str, str] | None = None  # credentials the proxy demands
     intercept: bool = False  # companion re-signs TLS with its own CA
@@ -158,9 +207,11 @@ class Scenario:
     proxy: ProxySpec | None = None
     # Transparent-80 runs a proxy that the client is not told about.
     configure_proxy: bool = True
-    # How the proxy reaches the client: "both" (lower and upper case http_proxy,
-    # https_proxy), "upper" (HTTP_PROXY/HTTPS_PROXY only) or "all" (ALL_PROXY only).
+    # How the proxy reaches the client: a key of PROXY_ENV_NAMES ("both": lower
+    # and upper case, "upper": upper case only, "all": ALL_PROXY only).
     proxy_env: str = "both"
+    # The proxy's host in the proxy URL (PROXY_NAME: the client's hosts file has it).
+    proxy_host: str = PROXY_ADDRESS
     # Credentials put into the proxy URL given to the client (user, password).
     url_credentials: tuple[str, str] | None = None
     no_proxy: str | None = None
@@ -181,6 +232,8 @@ class Scenario:
     max_connects: int = 2
     # The companion's log must show NTLM messages 1, 2 and 3 on one connection.
     expect_ntlm_one_connection: bool = False
+    # The companion must log the tunnel as authenticated as (user, mechanism).
+    expect_authenticated: tuple[str, str] | None = None
     # The client is supposed to resolve the origin's name itself (socks5://),
     # so its DNS queries are not a flag.
     client_resolves_names: bool = False
@@ -189,10 +242,33 @@ class Scenario:
     pac: PacDelivery | None = None
     requires: tuple[str, ...] = field(default=())  # system binaries
     group: str = ""  # catalogue id this scenario belongs to (default: its id)
+    # The tunnelws convention it tests, if any (None: standard behaviour).
+    extension: Extension | None = None
+    # What a correct client with tunnelws's HTTP fallback does, where it
+    # differs from ``expect`` (which stays the native-only expectation).
+    expect_with_fallback: str | None = None
 
     @property
     def catalogue_id(self) -> str:
         return self.group or self.id
+
+    def expect_for(self, *, fallback: bool) -> str:
+        """The expectation a client is judged on: with an HTTP fallback, or native only."""
+        if fallback and self.expect_with_fallback is not None:
+            return self.expect_with_fallback
+        return self.expect
+
+    @property
+    def expect_both(self) -> str:
+        """Both expectations in words, where they differ (tables, listings)."""
+        if self.expect_with_fallback is None:
+            return self.expect
+        return f"{self.expect}; with a fallback: {self.expect_with_fallback}"
+
+    @property
+    def score(self) -> str:
+        """ "standard" or "extension": which of a client's two scores it counts in."""
+        return "standard" if self.extension is None else "extension"
 
     @property
     def expects_pass(self) -> bool:
@@ -231,6 +307,7 @@ _D = "D. Proxy policy and quirks"
 _E = "E. Transparent and intercepting proxies"
 _F = "F. Faults while connected"
 _G = "G. Other proxy kinds and configuration"
+_H = "H. WebSocket blocked, HTTP passes"
 _COMPANION = ProxySpec()
 _CREDENTIALS = (AUTH_USER, AUTH_PASSWORD)
 _BASIC = ProxySpec(options=("--auth", f"{AUTH_USER}:{AUTH_PASSWORD}"), auth=_CREDENTIALS)
@@ -239,6 +316,11 @@ _NTLM = ProxySpec(
     options=("--auth", f"{NTLM_USER}:{NTLM_PASSWORD}", "--auth-scheme", "ntlm"),
     auth=_NTLM_CREDENTIALS,
 )
+
+
+# The idle-timeout scenario's limit: above common default ping intervals (20 s
+# in python-websockets and tunnelws) and below the client's idle wait.
+IDLE_LIMIT = 30.0
 
 
 def _quirk(*options: str) -> ProxySpec:
@@ -321,6 +403,7 @@ CATALOGUE: tuple[Scenario, ...] = (
         no_proxy="10.77.2.0/24",
         firewall=Firewall.OPEN,
         expect_proxy_untouched=True,
+        extension=Extension.NO_PROXY_CIDR,
     ),
     Scenario(
         "proxy-no-dns",
@@ -416,6 +499,21 @@ CATALOGUE: tuple[Scenario, ...] = (
         url_credentials=_NTLM_CREDENTIALS,
         max_connects=3,
     ),
+    Scenario(
+        "auth-negotiate",
+        _C,
+        "proxy demands Negotiate; a real KDC, the client holds alice's Kerberos ticket "
+        "(kinit), the proxy URL names proxy.corp.test and has no credentials",
+        "pass",
+        proxy=ProxySpec(
+            options=("--auth", f"{NTLM_USER}:{NTLM_PASSWORD}", "--auth-scheme", "negotiate"),
+            auth=_NTLM_CREDENTIALS,
+            kerberos=True,
+        ),
+        proxy_host=PROXY_NAME,
+        expect_authenticated=(KERBEROS_PRINCIPAL, "kerberos"),
+        requires=KERBEROS_BINARIES,
+    ),
     # D. Proxy policy and quirks
     Scenario(
         "ports-443-only-wss",
@@ -433,6 +531,7 @@ CATALOGUE: tuple[Scenario, ...] = (
         _D,
         "squid, CONNECT only to 443; ws:// on 8080",
         "fail:proxy-refused",
+        expect_with_fallback="pass",  # squid forwards plain requests to 8080
         proxy=ProxySpec(kind=ProxyKind.SQUID),
         requires=("squid",),
         group="ports-443-only",
@@ -517,6 +616,7 @@ CATALOGUE: tuple[Scenario, ...] = (
         "reply header block larger than 64 KiB",
         "fail:proxy-protocol",
         proxy=_quirk("--quirk", "huge-headers"),
+        extension=Extension.HEADER_CAP,
     ),
     # E. Transparent and intercepting proxies
     Scenario(
@@ -524,6 +624,7 @@ CATALOGUE: tuple[Scenario, ...] = (
         _E,
         "no proxy configured; port 80 redirected to a proxy that strips Upgrade; ws:// on 80",
         "fail:handshake",
+        expect_with_fallback="pass",  # plain requests pass the filter
         origin_port=80,
         firewall=Firewall.TRANSPARENT_80,
         proxy=ProxySpec(options=("--transparent", "--strip-upgrade")),
@@ -571,11 +672,12 @@ CATALOGUE: tuple[Scenario, ...] = (
     Scenario(
         "idle-timeout",
         _F,
-        "proxy closes tunnels idle for 3 s; the client idles 8 s before sending",
+        "proxy closes tunnels idle for 30 s; the client idles 40 s before sending again "
+        "(keepalive pings at a default interval, e.g. 20 s, keep the tunnel)",
         "pass",
-        proxy=_quirk("--idle-timeout", "3"),
-        idle=8.0,
-        time_limit=16.0,
+        proxy=_quirk("--idle-timeout", f"{IDLE_LIMIT:g}"),
+        idle=40.0,
+        time_limit=50.0,
     ),
     Scenario(
         "tunnel-reset",
@@ -614,6 +716,7 @@ CATALOGUE: tuple[Scenario, ...] = (
         proxy_env="all",
         url_credentials=SOCKS_CREDENTIALS,
         expect_connect_target=f"{ORIGIN_NAME}:8080",
+        extension=Extension.SOCKS_IN_ALL_PROXY,
     ),
     Scenario(
         "socks5h-microsocks",
@@ -626,6 +729,18 @@ CATALOGUE: tuple[Scenario, ...] = (
         url_credentials=SOCKS_CREDENTIALS,
         expect_connect_target=f"{ORIGIN_NAME}:8080",
         requires=("microsocks",),
+        extension=Extension.SOCKS_IN_ALL_PROXY,
+    ),
+    Scenario(
+        "socks5h-proxy-variables",
+        _G,
+        "the same SOCKS5 proxy as socks5h:// in http_proxy/https_proxy (and ws/wss_proxy), "
+        "as curl and python-websockets document it",
+        "pass",
+        origin_host=ORIGIN_NAME,
+        proxy=ProxySpec(kind=ProxyKind.SOCKS5, auth=SOCKS_CREDENTIALS, url_scheme="socks5h"),
+        url_credentials=SOCKS_CREDENTIALS,
+        expect_connect_target=f"{ORIGIN_NAME}:8080",
     ),
     Scenario(
         "socks5-local-dns",
@@ -638,6 +753,7 @@ CATALOGUE: tuple[Scenario, ...] = (
         url_credentials=SOCKS_CREDENTIALS,
         client_resolves_names=True,
         time_limit=5.0,
+        extension=Extension.SOCKS_IN_ALL_PROXY,
     ),
     Scenario(
         "pac-failover",
@@ -647,6 +763,7 @@ CATALOGUE: tuple[Scenario, ...] = (
         "pass",
         proxy=_COMPANION,
         pac=PacDelivery.FILE,
+        extension=Extension.PAC_URL,
         expect_connects=1,
         expect_connect_target=f"{ORIGIN_ADDRESS}:8080",
     ),
@@ -658,6 +775,7 @@ CATALOGUE: tuple[Scenario, ...] = (
         scheme="wss",
         proxy=_COMPANION,
         pac=PacDelivery.HTTP,
+        extension=Extension.PAC_URL,
         expect_connects=1,
         expect_connect_target=f"{ORIGIN_ADDRESS}:8443",
     ),
@@ -669,8 +787,67 @@ CATALOGUE: tuple[Scenario, ...] = (
         "pass",
         proxy=_COMPANION,
         pac=PacDelivery.WPAD,
+        extension=Extension.PAC_URL,
         expect_connects=1,
         expect_connect_target=f"{ORIGIN_ADDRESS}:8080",
+    ),
+    # H. WebSocket blocked, HTTP passes: the origin offers the HTTP fallback
+    # (docs/fallback-protocol.md) on /echo; clients without one fail natively.
+    Scenario(
+        "forward-only-ws",
+        _H,
+        "proxy refuses every CONNECT (405) and strips Upgrade: only forwarded HTTP passes",
+        "fail:proxy-refused",
+        expect_with_fallback="pass",
+        proxy=_quirk("--profile", "forward-only"),
+        extension=Extension.HTTP_FALLBACK,
+    ),
+    Scenario(
+        "squid-default-ws",
+        _H,
+        "companion as squid's stock squid.conf: CONNECT only to 443, forwarded requests to "
+        "Safe_ports, Upgrade stripped; ws:// on 8080",
+        "fail:proxy-refused",
+        expect_with_fallback="pass",
+        proxy=_quirk("--profile", "squid-default"),
+        extension=Extension.HTTP_FALLBACK,
+    ),
+    Scenario(
+        "intercept-no-upgrade",
+        _H,
+        "explicit proxy re-signs TLS (CA trusted) and strips Upgrade inside it; wss://",
+        "fail:handshake",
+        expect_with_fallback="pass",
+        scheme="wss",
+        proxy=ProxySpec(
+            options=("--strip-upgrade",), intercept=True, client_trusts_intercept_ca=True
+        ),
+        # No authentication here: the fallback over wss:// opens one tunnel
+        # per HTTP connection, and this proxy closes each after one request.
+        max_connects=16,
+        extension=Extension.HTTP_FALLBACK,
+    ),
+    Scenario(
+        "buffering-proxy",
+        _H,
+        "forward-only proxy holding every response until 1 MiB or its end (long-polling needed)",
+        "fail:proxy-refused",
+        expect_with_fallback="pass",
+        proxy=_quirk("--profile", "buffering"),
+        time_limit=12.0,
+        extension=Extension.HTTP_FALLBACK,
+    ),
+    Scenario(
+        "request-time-limit",
+        _H,
+        "forward-only proxy closing every forwarded request after 2 s; the client idles 5 s "
+        "between messages",
+        "fail:proxy-refused",
+        expect_with_fallback="pass",
+        proxy=_quirk("--profile", "forward-only", "--request-time-limit", "2"),
+        idle=5.0,
+        time_limit=14.0,
+        extension=Extension.HTTP_FALLBACK,
     ),
 )
 

@@ -73,12 +73,17 @@ class CorporateNetwork:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
 
+# Every per-scheme name a library reads for WebSocket URLs (aiohttp and Node's
+# proxy-from-env read ws(s)_proxy, curl and urllib http(s)_proxy).
+_SCHEME_VARIABLES: tuple[str, ...] = ("http_proxy", "https_proxy", "ws_proxy", "wss_proxy")
+
+
 def _proxy_env(scenario: Scenario, proxy_url: str) -> dict[str, str]:
     if scenario.env_style == "all":
         return {"ALL_PROXY": proxy_url}
-    names = ("http_proxy", "https_proxy")
+    names = _SCHEME_VARIABLES
     if scenario.env_style == "upper":
-        names = ("HTTP_PROXY", "HTTPS_PROXY")
+        names = tuple(name.upper() for name in _SCHEME_VARIABLES)
     return dict.fromkeys(names, proxy_url)
 
 

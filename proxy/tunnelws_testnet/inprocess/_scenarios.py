@@ -38,8 +38,8 @@ class Scenario:
     proxied: whether a proxy is configured for the client at all.
     egress: what the firewall does to the client's direct connects.
     client_dns: whether the client can resolve the origin's name itself.
-    env_style: ``lower`` (``http_proxy``/``https_proxy``), ``upper``
-        (``HTTP_PROXY``/``HTTPS_PROXY``) or ``all`` (``ALL_PROXY`` only).
+    env_style: ``lower`` (``http_proxy``/``https_proxy``/``ws_proxy``/``wss_proxy``),
+        ``upper`` (the same in upper case) or ``all`` (``ALL_PROXY`` only).
     no_proxy: the ``no_proxy`` value given to the client.
     credentials: none, the right ones or wrong ones in the proxy URL.
     proxy: the companion proxy's behaviour.

@@ -59,19 +59,35 @@ class LocalCA:
         """Add this CA to an existing client context's trust store."""
         self._ca.configure_trust(context)
 
+    def issue(self, names: Iterable[str], stem: str) -> tuple[Path, Path]:
+        """Another server certificate from this CA, for ``names`` only (no
+        loopback names): ``STEM.pem`` (with its chain) and ``STEM.key`` in
+        :attr:`directory`. Returns (certificate, key) paths."""
+        cert_path = self.directory / f"{stem}.pem"
+        key_path = self.directory / f"{stem}.key"
+        _write_leaf(self._ca.issue_cert(*names), cert_path, key_path)
+        return cert_path, key_path
+
+
+def _write_leaf(cert: trustme.LeafCert, cert_path: Path, key_path: Path) -> None:
+    cert_path.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    cert.private_key_pem.write_to_path(str(key_path))
+    key_path.chmod(0o600)
+
 
 def make_test_ca(
-    names: Iterable[str] = (), *, directory: str | Path | None = None
+    names: Iterable[str] = (), *, directory: str | Path | None = None, loopback: bool = True
 ) -> LocalCA:
     """Create a CA and a server certificate for loopback plus ``names``.
 
     ``names`` are extra DNS names or IP addresses (for example a LAN address so
     a phone can reach ``wss://``); ``localhost``, ``127.0.0.1`` and ``::1`` are
-    always included. The PEM files are written to ``directory`` (created if
+    included unless ``loopback`` is false (the certificate then covers exactly
+    ``names``). The PEM files are written to ``directory`` (created if
     needed) or, when it is ``None``, to a new temporary directory that the
     caller owns.
     """
-    all_names = tuple(dict.fromkeys((*LOOPBACK_NAMES, *names)))
+    all_names = tuple(dict.fromkeys((*(LOOPBACK_NAMES if loopback else ()), *names)))
     folder = Path(tempfile.mkdtemp(prefix="tunnelws-ca-")) if directory is None else Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     import trustme
@@ -82,9 +98,7 @@ def make_test_ca(
     cert_pem_path = folder / "server.pem"
     key_pem_path = folder / "server.key"
     ca.cert_pem.write_to_path(str(ca_pem_path))
-    cert_pem_path.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
-    cert.private_key_pem.write_to_path(str(key_pem_path))
-    key_pem_path.chmod(0o600)
+    _write_leaf(cert, cert_pem_path, key_pem_path)
     return LocalCA(
         names=all_names,
         directory=folder,

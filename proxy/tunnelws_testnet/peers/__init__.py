@@ -23,6 +23,7 @@ then any helper processes it started). See docs/testing.md.
 from ._companion import (
     CompanionProxy,
     NtlmMessage,
+    parse_authentications,
     parse_companion_log,
     parse_ntlm_messages,
 )
@@ -33,6 +34,7 @@ from ._kind import (
     PeerStartError,
     PeerUnavailableError,
     ProxyRequest,
+    is_fallback_target,
     json_records,
 )
 from ._microsocks import Microsocks, parse_microsocks_log
@@ -72,9 +74,11 @@ __all__ = [
     "alive",
     "find_binary",
     "free_port",
+    "is_fallback_target",
     "json_records",
     "listening",
     "open_proxy",
+    "parse_authentications",
     "parse_companion_log",
     "parse_microsocks_log",
     "parse_mitmproxy_log",

@@ -18,6 +18,7 @@ __all__ = [
     "READY_LINE",
     "CompanionProxy",
     "NtlmMessage",
+    "parse_authentications",
     "parse_companion_log",
     "parse_ntlm_messages",
 ]
@@ -63,6 +64,16 @@ def parse_ntlm_messages(text: str) -> list[NtlmMessage]:
         ):
             messages.append(NtlmMessage(str(record.get("client", "")), ntlm["type"]))
     return messages
+
+
+def parse_authentications(text: str) -> list[tuple[str, str]]:
+    """(user, mechanism) of each tunnel the companion logged as authenticated
+    by NTLM or Negotiate (``mechanism``: ``"ntlm"`` or ``"kerberos"``)."""
+    return [
+        (str(record["user"]), str(record["mechanism"]))
+        for record in json_records(text)
+        if record.get("event") == "tunnel" and record.get("user") and record.get("mechanism")
+    ]
 
 
 @dataclass(frozen=True)

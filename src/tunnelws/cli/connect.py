@@ -16,7 +16,7 @@ from typing import Any
 import trio
 
 from .._errors import ConnectionClosed, ConnectionLostError
-from .._websocket import WebSocketConnection, open_websocket
+from .._websocket import DEFAULT_PING_INTERVAL, WebSocketConnection, open_websocket
 from ._options import (
     add_header_argument,
     add_route_arguments,
@@ -45,9 +45,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--ping-interval",
         metavar="S",
-        type=float,
-        default=None,
-        help="send keepalive pings every S seconds (for proxies that drop idle tunnels)",
+        type=_seconds_or_off,
+        default=DEFAULT_PING_INTERVAL,
+        help="send a keepalive ping every S seconds, so proxies that drop idle tunnels "
+        f"keep this one (default {DEFAULT_PING_INTERVAL:g}; 0: no pings)",
     )
     parser.add_argument(
         "--fallback",
@@ -64,6 +65,16 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def _seconds_or_off(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a positive number: {text!r}")
+    return seconds
+
+
 def run(args: argparse.Namespace) -> int:
     return report_error(lambda: trio.run(partial(_session, args)))
 
@@ -76,7 +87,7 @@ async def _session(args: argparse.Namespace) -> int:
         route=route,
         subprotocols=args.subprotocol,
         extra_headers=args.header,
-        ping_interval=args.ping_interval,
+        ping_interval=args.ping_interval or None,  # 0: off
         fallback=args.fallback,
         compression=None if args.no_compression else "deflate",
     ) as ws:

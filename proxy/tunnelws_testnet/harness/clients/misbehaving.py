@@ -6,7 +6,9 @@
 - ``absolute``: sends ``GET ws://host:port/echo`` to the proxy instead of CONNECT;
 - ``leak``: tunnels correctly but repeats ``Proxy-Authorization`` in the WebSocket
   handshake, so the proxy credentials reach the origin;
-- ``loop``: retries CONNECT with the same credentials after every 407 (up to 5 times).
+- ``loop``: retries CONNECT with the same credentials after every 407 (up to 5 times);
+- ``proxy-name``: tunnels correctly, but checks a ``wss://`` origin's certificate
+  against the proxy's host name instead of the origin's.
 
 Apart from its one mistake each mode follows the client contract: a minimal
 blocking WebSocket client (text messages under 126 bytes) that prints the echo
@@ -18,11 +20,13 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import ssl
 import sys
 from urllib.parse import unquote, urlsplit
 
 TIMEOUT = 3.0
 MAX_CONNECT_ATTEMPTS = 5
+MODES = ("direct", "absolute", "leak", "loop", "proxy-name")
 
 
 class Failed(Exception):
@@ -122,13 +126,17 @@ def run(mode: str) -> str:
             if status != 200:
                 raise Failed(f"CONNECT answered {status}")
             leaked = credentials if mode == "leak" else ""
+            if mode == "proxy-name":
+                context = ssl.create_default_context()  # SSL_CERT_FILE: the harness CA
+                with context.wrap_socket(sock, server_hostname=proxy_host) as tls:
+                    return _websocket_echo(tls, target.netloc, message)
             return _websocket_echo(sock, target.netloc, message, leaked)
     print("misbehaving: proxy authentication failed", file=sys.stderr)
     sys.exit(6)
 
 
 def main() -> int:
-    if len(sys.argv) != 2 or sys.argv[1] not in ("direct", "absolute", "leak", "loop"):
+    if len(sys.argv) != 2 or sys.argv[1] not in MODES:
         print(__doc__, file=sys.stderr)
         return 2
     try:
