@@ -9,6 +9,10 @@ STAMP := $(VENV)/.installed
 # dependencies, so it lives in a venv of its own; 11.x runs on Python 3.11.
 MITM_VENV := .venv-mitmproxy
 MITM_STAMP := $(MITM_VENV)/.installed
+# px (PyPI px-proxy), the local authenticating helper local-proxy is
+# benchmarked against, brings its own pinned dependencies: a venv of its own.
+PX_VENV := .venv-px
+PX_STAMP := $(PX_VENV)/.installed
 NODE_ADAPTER := proxy/adapters/node_ws
 NODE_STAMP := $(NODE_ADAPTER)/node_modules/.installed
 
@@ -28,6 +32,11 @@ $(STAMP): pyproject.toml
 $(MITM_STAMP):
 	$(PYTHON) -m venv $(MITM_VENV)
 	$(MITM_VENV)/bin/python -m pip install --quiet 'mitmproxy>=11,<12'
+	touch $@
+
+$(PX_STAMP):
+	$(PYTHON) -m venv $(PX_VENV)
+	$(PX_VENV)/bin/python -m pip install --quiet 'px-proxy>=0.13,<0.14'
 	touch $@
 
 $(NODE_STAMP): $(NODE_ADAPTER)/package-lock.json
@@ -51,9 +60,10 @@ unit: $(STAMP) $(MITM_STAMP) $(NODE_STAMP)
 
 test: system-deps lint typecheck unit
 
-bench: $(STAMP)
+bench: $(STAMP) $(PX_STAMP)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/relay.py
+	$(BIN)/python benchmarks/local_proxy.py
 
 clean:
-	rm -rf $(VENV) $(MITM_VENV) $(NODE_ADAPTER)/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MITM_VENV) $(PX_VENV) $(NODE_ADAPTER)/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -70,7 +70,13 @@ async def squid(directory: Path) -> AsyncIterator[str | None]:
         yield proxy.url
 
 
-async def throughput_mb_s(proxy: str | None, port: int, tunnels: int, seconds: float) -> float:
+async def throughput_mb_s(
+    proxy: str | None, port: int, tunnels: int, seconds: float, *, delivered: bool = False
+) -> float:
+    """MB/s written into ``tunnels`` tunnels to the discard port. With
+    ``delivered``, the clock stops only when the discard origin has read
+    everything (each tunnel half-closed, then its EOF awaited), so bytes still
+    sitting in socket buffers along a long chain do not count as moved."""
     total = 0
     streams = [
         await tunnelws.open_tunnel("127.0.0.1", port, scheme="http", proxy=proxy)
@@ -83,6 +89,10 @@ async def throughput_mb_s(proxy: str | None, port: int, tunnels: int, seconds: f
         while trio.current_time() < deadline:
             await stream.send_all(CHUNK)
             total += len(CHUNK)
+        if delivered:
+            await stream.send_eof()  # type: ignore[attr-defined]
+            while await stream.receive_some():
+                pass
 
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:

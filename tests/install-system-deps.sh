@@ -4,6 +4,8 @@
 # skip with a reason (and fail under CI=true).
 set -eu
 packages="squid tinyproxy curl openssl nftables iproute2 chromium microsocks libnss3-tools nginx haproxy"
+# sshd/ssh for tunnel's ProxyCommand test; ps for local-proxy's password check.
+packages="$packages openssh-server openssh-client procps"
 # A real Kerberos realm (MIT KDC, kadmin.local, kinit) for Negotiate, and what
 # tunnelws[kerberos] (python-gssapi, python-krb5) compiles against.
 packages="$packages krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc python3-dev"

@@ -46,7 +46,7 @@ async def test_a_forward_only_proxy_refuses_connect_and_forwards_http(
         tunnel = await run_curl("-p", "-x", proxy.url, origin.http_url("/info"))
         assert tunnel.returncode != 0 and b"405" in tunnel.stderr
         with pytest.raises(tunnelws.TunnelError):  # no CONNECT, Upgrade stripped
-            async with tunnelws.open_websocket(origin.ws_url(), proxy=proxy.url):
+            async with tunnelws.open_websocket(origin.ws_url(), proxy=proxy.url, fallback="never"):
                 pass
         base = origin.http_url("/echo/_tunnelws/1")
         assert await _fallback_round_trip(proxy.url, base) == ["through the proxy"]
@@ -86,7 +86,9 @@ async def test_upgrade_is_stripped_inside_intercepted_tls(
         proxy_ca = ssl.create_default_context(cafile=str(proxy.ca_path))
         trust = tunnelws.route_options(ssl_context=proxy_ca)
         with pytest.raises(tunnelws.HandshakeError) as failed:
-            async with tunnelws.open_websocket(origin.wss_url(), route=trust, proxy=proxy.url):
+            async with tunnelws.open_websocket(
+                origin.wss_url(), route=trust, proxy=proxy.url, fallback="never"
+            ):
                 pass
         assert failed.value.status == 426
         base = origin.https_url("/echo/_tunnelws/1")

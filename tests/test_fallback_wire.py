@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,16 +15,24 @@ from tunnelws._fallback_wire import (
     FallbackPath,
     FallbackProtocolError,
     Heartbeat,
+    OpenRequest,
     ReceiveWindow,
     SendWindow,
     SessionLimits,
+    UpstreamBatch,
     decode_down_event,
+    decode_error,
+    decode_open_answer,
+    decode_up_answer,
     decode_upstream,
     encode_ack_event,
     encode_end_event,
     encode_heartbeat,
     encode_message_event,
+    encode_message_json,
+    encode_open_request,
     encode_upstream,
+    encode_upstream_within,
     fallback_path,
     parse_fallback_path,
 )
@@ -111,3 +121,62 @@ def test_windows_give_exactly_once_in_order() -> None:
         receiver.accept(gap)
     with pytest.raises(FallbackProtocolError, match="never sent"):
         sender.ack(4)
+
+
+# -- the client's side: batches within a size, answers --------------------------------
+
+
+@given(st.lists(st.text() | st.binary(), max_size=20), st.integers(50, 2000))
+def test_batches_within_a_size_decode_as_the_whole(items: list[str | bytes], limit: int) -> None:
+    messages = [
+        FallbackMessage(seq, "text" if isinstance(item, str) else "binary", item)
+        for seq, item in enumerate(items, start=1)
+    ]
+    encoded = []
+    for message in messages:
+        try:
+            encoded.append(encode_message_json(message))
+        except UnicodeEncodeError:  # lone surrogates: not sendable, as for a WebSocket
+            return
+    body, count = encode_upstream_within(7, encoded, limit)
+    # As many as fit, but one at least, so that a sender always progresses.
+    assert len(body) <= limit or count == 1
+    assert count >= 1 or not messages
+    if count < len(messages):
+        assert len(body) + len(encoded[count]) + 1 > limit
+    batch = decode_upstream(body, SessionLimits(max_batch_bytes=1 << 30))
+    assert batch == UpstreamBatch(7, tuple(messages[:count]))
+
+
+def test_non_ascii_text_goes_as_utf8() -> None:
+    assert encode_message_json(FallbackMessage(1, "text", "é")) == (
+        '{"seq":1,"type":"text","data":"é"}'.encode()
+    )
+
+
+def test_open_answers_the_client_cannot_trust_are_refused() -> None:
+    good = {"version": 1, "session": "s-1", "subprotocol": None, "limits": {"window": 8}}
+    answer = decode_open_answer(json.dumps({**good, "limits": {"window": 8, "new": 1}}).encode())
+    assert (answer.session, answer.limits.window) == ("s-1", 8)
+    for bad in (
+        b"[]",
+        b"{not json",
+        json.dumps({**good, "version": 2}).encode(),
+        json.dumps({**good, "version": True}).encode(),
+        json.dumps({**good, "session": "a/b"}).encode(),
+        json.dumps({**good, "subprotocol": 5}).encode(),
+        json.dumps({**good, "limits": {"window": 0}}).encode(),
+        json.dumps({**good, "limits": []}).encode(),
+    ):
+        with pytest.raises(FallbackProtocolError):
+            decode_open_answer(bad)
+    assert decode_up_answer(b'{"ack": 3}') == 3
+    for bad_ack in (b'{"ack": -1}', b'{"ack": true}', b"{}", b"nope"):
+        with pytest.raises(FallbackProtocolError):
+            decode_up_answer(bad_ack)
+    assert decode_error(b'{"error": "unknown session"}') == ("unknown session", None)
+    assert decode_error(b'{"error": "no", "status": 403}') == ("no", 403)
+    assert decode_error(b"<html>") == (None, None)
+    assert encode_open_request(OpenRequest(("a",), (("X", "1"),))) == (
+        b'{"version":1,"subprotocols":["a"],"headers":[["X","1"]]}'
+    )

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from peers import RunningProxy, run_pproxy
+from peers import run_pproxy
+from tunnelws_testnet.peers import ProxyProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 HINT = "pip install 'tunnelws[testnet]'"
@@ -50,7 +51,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
+def pproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
     with run_pproxy(tmp_path=tmp_path_factory.mktemp("pproxy")) as proxy:
         yield proxy
 
@@ -123,7 +124,7 @@ def test_a_users_pytest_runs_with_the_plugin_loaded(venv: Path, tmp_path: Path) 
 
 
 async def test_connect_echoes_through_a_real_proxy(
-    venv: Path, origin, pproxy: RunningProxy  # type: ignore[no-untyped-def]
+    venv: Path, origin, pproxy: ProxyProcess  # type: ignore[no-untyped-def]
 ) -> None:
     message = "hello from a bare install"
     with trio.fail_after(COMMAND_TIMEOUT):
@@ -139,7 +140,7 @@ async def test_connect_echoes_through_a_real_proxy(
 
 
 async def test_check_walks_the_path_through_a_real_proxy(
-    venv: Path, origin, pproxy: RunningProxy  # type: ignore[no-untyped-def]
+    venv: Path, origin, pproxy: ProxyProcess  # type: ignore[no-untyped-def]
 ) -> None:
     with trio.fail_after(COMMAND_TIMEOUT):
         result = await trio.run_process(
@@ -153,7 +154,7 @@ async def test_check_walks_the_path_through_a_real_proxy(
 
 
 async def test_events_reads_a_stream_through_a_real_proxy(
-    venv: Path, origin, pproxy: RunningProxy  # type: ignore[no-untyped-def]
+    venv: Path, origin, pproxy: ProxyProcess  # type: ignore[no-untyped-def]
 ) -> None:
     url = origin.http_url("/timestamp?interval=0.05&count=2&event=tick")
     with trio.fail_after(COMMAND_TIMEOUT):

@@ -121,7 +121,7 @@ async def test_squid_digest_wrong_password(origin, squid_digest) -> None:
 
 async def test_squid_refuses_non_443_connect_naming_403(origin, squid_default) -> None:
     with pytest.raises(ProxyRefusedError) as info:
-        await echo(origin.ws_url(), proxy=squid_default.url)
+        await echo(origin.ws_url(), proxy=squid_default.url, fallback="never")
     assert info.value.status == 403
     assert "403" in str(info.value) and "443" in str(info.value)
     assert dict(info.value.headers).get("X-Squid-Error", "").startswith("ERR_ACCESS_DENIED")
@@ -137,6 +137,8 @@ async def test_squid_refusal_is_exit_7_from_the_cli(origin, squid_default) -> No
             origin.ws_url(),
             "--proxy",
             squid_default.url,
+            "--fallback",
+            "never",
         ],
         stdin=b"x\n",
         capture_stdout=True,

@@ -190,7 +190,7 @@ async def test_proxy_failures_are_typed(nursery, origin, case) -> None:
     step, error_type, text = FAILURES[case]
     proxy = await start_proxy(nursery, step)
     with pytest.raises(error_type) as info:
-        await echo_once(origin.ws_url(), proxy=proxy.url)
+        await echo_once(origin.ws_url(), proxy=proxy.url, fallback="never")
     assert text in str(info.value)
     if isinstance(info.value, ProxyRefusedError):
         assert str(info.value.status) == text
@@ -277,7 +277,7 @@ async def test_407_with_close_retries_once_on_a_new_connection(nursery, origin) 
 
 async def test_rejected_upgrade_is_a_handshake_error(origin) -> None:
     with pytest.raises(HandshakeError) as info:
-        await echo_once(origin.ws_url("/no-such-path"), proxy=None)
+        await echo_once(origin.ws_url("/no-such-path"), proxy=None, fallback="never")
     assert info.value.status == 404
 
 

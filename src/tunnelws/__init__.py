@@ -8,6 +8,7 @@ from ._errors import (
     ConnectionClosed,
     ConnectionLostError,
     DirectConnectError,
+    FallbackFailedError,
     HandshakeError,
     PhaseTimeoutError,
     ProxyAuthError,
@@ -21,6 +22,8 @@ from ._errors import (
 )
 from ._event_stream import EventStream, open_event_stream
 from ._event_stream import ReadyState as EventSourceState
+from ._forward import Forwarding, serve_forward, tunnel_stdio
+from ._local_proxy import LocalProxy, LocalProxyOptions, serve_local_proxy
 from ._proxy_url import ProxyURL
 from ._route import AUTO, ProxyDecision, resolve_proxy
 from ._route_options import RouteOptions, route_options
@@ -40,7 +43,11 @@ __all__ = [
     "DirectConnectError",
     "EventSourceState",
     "EventStream",
+    "FallbackFailedError",
+    "Forwarding",
     "HandshakeError",
+    "LocalProxy",
+    "LocalProxyOptions",
     "PhaseTimeoutError",
     "ProxyAuthError",
     "ProxyConfigError",
@@ -65,4 +72,7 @@ __all__ = [
     "resolve_proxy",
     "route_options",
     "run_check",
+    "serve_forward",
+    "serve_local_proxy",
+    "tunnel_stdio",
 ]

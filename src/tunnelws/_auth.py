@@ -404,7 +404,9 @@ class ProxyAuthenticator:
     that CONNECT must go on the same connection. :meth:`respond` raises
     :class:`~tunnelws.ProxyAuthError` instead of ever allowing a loop.
 
-    ``authority`` is the CONNECT target (``host:port``), the Digest ``uri``;
+    ``authority`` is the CONNECT target (``host:port``), the Digest ``uri``
+    (for a request forwarded in absolute form: its request target, with
+    ``method`` its method);
     ``proxy_host`` names the proxy for NTLM/Negotiate (the ``HTTP@host``
     service). ``preemptive_basic=False`` waits for a challenge before sending
     Basic credentials (useful to keep a password off a Digest-only proxy's
@@ -418,6 +420,7 @@ class ProxyAuthenticator:
         credentials: Credentials | None,
         *,
         authority: str,
+        method: str = "CONNECT",
         proxy_host: str = "",
         cnonce_factory: Callable[[], str] = _secret_cnonce,
         preemptive_basic: bool = True,
@@ -427,6 +430,7 @@ class ProxyAuthenticator:
     ) -> None:
         self._credentials = credentials
         self._authority = authority
+        self._method = method
         self._proxy_host = proxy_host
         self._cnonce_factory = cnonce_factory
         self._schemes = _normalise_schemes(schemes)
@@ -455,6 +459,15 @@ class ProxyAuthenticator:
     def connection_bound(self) -> bool:
         """True while an NTLM/Negotiate handshake needs the current connection."""
         return self._handshake is not None
+
+    @property
+    def challenge_certain(self) -> bool:
+        """True when the last answer was NTLM's first message, which the
+        proxy always answers with a 407 carrying its challenge: a request
+        body need not go with it (curl sends none either), and a proxy that
+        would close the connection after a 407 with a body keeps it."""
+        handshake = self._handshake
+        return handshake is not None and handshake.scheme.lower() == "ntlm" and handshake.legs == 1
 
     def initial_authorization(self) -> str | None:
         """``Proxy-Authorization`` for the first CONNECT: preemptive Basic when
@@ -689,7 +702,7 @@ class ProxyAuthenticator:
             username=credentials.username,
             password=credentials.password,
             realm=realm,
-            method="CONNECT",
+            method=self._method,
             uri=self._authority,
             nonce=nonce,
             cnonce=cnonce,

@@ -16,6 +16,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionLostError",
     "DirectConnectError",
+    "FallbackFailedError",
     "HandshakeError",
     "PhaseTimeoutError",
     "ProxyAuthError",
@@ -221,3 +222,50 @@ class ConnectionLostError(TunnelError, ConnectionClosed):
         TunnelError.__init__(self, message, phase="connected")
         self.code = code
         self.reason = reason
+
+
+class FallbackFailedError(TunnelError):
+    """The WebSocket could not pass, and the HTTP fallback failed too.
+
+    ``native`` is why the WebSocket failed, ``fallback`` why the fallback
+    did; the message names both. The error is also an instance of the native
+    error's class, with its attributes (``status``, ``headers``, ...), and
+    ``category``, ``exit_code`` and ``phase`` are the native error's (what
+    blocks WebSocket here): code that catches ``ProxyRefusedError`` or
+    ``HandshakeError``, scripts that read exit codes and harness verdicts
+    mean the same with and without the fallback.
+    """
+
+    native: TunnelError
+    fallback: TunnelError
+
+    def __new__(cls, native: TunnelError, fallback: TunnelError) -> FallbackFailedError:
+        del fallback
+        kind = _with_native_class(type(native)) if cls is FallbackFailedError else cls
+        error: FallbackFailedError = Exception.__new__(kind)
+        return error
+
+    def __init__(self, native: TunnelError, fallback: TunnelError) -> None:
+        vars(self).update(vars(native))  # the native error's attributes
+        TunnelError.__init__(
+            self,
+            f"{native.message}; the HTTP fallback failed too: {fallback.category}: {fallback}",
+            phase=native.phase,
+        )
+        self.native = native
+        self.fallback = fallback
+        self.category = native.category
+        self.exit_code = native.exit_code
+
+
+_COMBINED: dict[type[TunnelError], type[FallbackFailedError]] = {}
+
+
+def _with_native_class(native: type[TunnelError]) -> type[FallbackFailedError]:
+    """``FallbackFailedError`` that is also a ``native`` (one class each)."""
+    if issubclass(native, FallbackFailedError):
+        return native
+    if native not in _COMBINED:
+        name = f"FallbackFailedError[{native.__name__}]"
+        _COMBINED[native] = type(name, (FallbackFailedError, native), {"__module__": __name__})
+    return _COMBINED[native]

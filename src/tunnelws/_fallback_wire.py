@@ -28,25 +28,35 @@ from ._sse import ServerSentEvent
 __all__ = [
     "FALLBACK_VERSION",
     "PATH_MARKER",
+    "UPSTREAM_OVERHEAD",
     "Ack",
     "End",
     "FallbackMessage",
     "FallbackPath",
     "FallbackProtocolError",
     "Heartbeat",
+    "OpenAnswer",
+    "OpenRequest",
     "ReceiveWindow",
     "SendWindow",
     "SessionLimits",
     "UpstreamBatch",
     "decode_down_event",
+    "decode_error",
+    "decode_open_answer",
+    "decode_up_answer",
     "decode_upstream",
     "encode_ack_event",
     "encode_end_event",
     "encode_heartbeat",
     "encode_message_event",
+    "encode_message_json",
+    "encode_open_request",
     "encode_upstream",
+    "encode_upstream_within",
     "fallback_path",
     "parse_fallback_path",
+    "valid_session_id",
 ]
 
 FALLBACK_VERSION = 1
@@ -105,12 +115,13 @@ def parse_fallback_path(target: str) -> FallbackPath | None:
         raise FallbackProtocolError(f"unsupported fallback protocol version {parts[0]!r}")
     if parts[1:] == ["open"]:
         return FallbackPath(resource + (f"?{query}" if query else ""), "open")
-    if len(parts) == 3 and parts[2] in ("down", "up") and _valid_session(parts[1]):
+    if len(parts) == 3 and parts[2] in ("down", "up") and valid_session_id(parts[1]):
         return FallbackPath(resource, parts[2], parts[1])  # type: ignore[arg-type]
     raise FallbackProtocolError(f"not a fallback endpoint: {path!r}")
 
 
-def _valid_session(session: str) -> bool:
+def valid_session_id(session: str) -> bool:
+    """1 to 64 characters of ``A-Z a-z 0-9 - _`` (a path segment as is)."""
     return 0 < len(session) <= 64 and all(
         c.isascii() and (c.isalnum() or c in "-_") for c in session
     )
@@ -223,6 +234,35 @@ class UpstreamBatch:
 def encode_upstream(ack: int, messages: Iterable[FallbackMessage]) -> bytes:
     body = {"ack": ack, "messages": [message.to_json() for message in messages]}
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def encode_message_json(message: FallbackMessage) -> bytes:
+    """One message as it appears in an upstream body's ``messages`` list,
+    text as UTF-8 (not ``\\u`` escapes: a batch holds six times less
+    non-ASCII text that way). Text that is not Unicode (lone surrogates)
+    raises :class:`UnicodeEncodeError`, as for a WebSocket."""
+    return json.dumps(message.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_upstream_within(ack: int, encoded: Iterable[bytes], max_bytes: int) -> tuple[bytes, int]:
+    """An upstream body of at most ``max_bytes`` from messages already
+    encoded with :func:`encode_message_json`, in order: the body and how many
+    messages it holds (as many as fit, but at least one, so that a sender
+    always makes progress; the sender keeps single messages below the limit).
+    Decodes as :func:`encode_upstream`'s body for the same messages does."""
+    head = b'{"ack":%d,"messages":[' % ack
+    parts: list[bytes] = []
+    size = len(head) + 2
+    for item in encoded:
+        if parts and size + len(item) + 1 > max_bytes:
+            break
+        parts.append(item)
+        size += len(item) + (1 if len(parts) > 1 else 0)
+    return head + b",".join(parts) + b"]}", len(parts)
+
+
+#: Bytes an upstream body adds around a single message (ack of 18 digits).
+UPSTREAM_OVERHEAD = len(b'{"ack":999999999999999999,"messages":[]}')
 
 
 def decode_upstream(body: bytes, limits: SessionLimits) -> UpstreamBatch:
@@ -413,3 +453,93 @@ class ReceiveWindow:
             )
         self.received = message.seq
         return True
+
+
+# -- the client's side of open, answers, errors (JSON bodies) ---------------------------
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    """The body of ``POST .../open``: what the upgrade request would have
+    carried (offered subprotocols, extra handshake headers)."""
+
+    subprotocols: tuple[str, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class OpenAnswer:
+    """The server's ``201`` answer to an open: the session and its limits."""
+
+    session: str
+    subprotocol: str | None
+    limits: SessionLimits
+    extensions: tuple[str, ...] = ()
+
+
+def encode_open_request(request: OpenRequest) -> bytes:
+    body = {
+        "version": FALLBACK_VERSION,
+        "subprotocols": list(request.subprotocols),
+        "headers": [[name, value] for name, value in request.headers],
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_open_answer(body: bytes) -> OpenAnswer:
+    """The client's reading of a ``201``: raises :class:`FallbackProtocolError`
+    for anything it cannot trust (wrong version, bad session id, bad limits)."""
+    data = _json_object(body, "open answer")
+    _check_version(data.get("version"))
+    session = data.get("session")
+    if not isinstance(session, str) or not valid_session_id(session):
+        raise FallbackProtocolError(f"bad session id {session!r}")
+    subprotocol = data.get("subprotocol")
+    if subprotocol is not None and not isinstance(subprotocol, str):
+        raise FallbackProtocolError(f"bad subprotocol {subprotocol!r}")
+    extensions = data.get("extensions", [])
+    if not isinstance(extensions, list) or not all(isinstance(e, str) for e in extensions):
+        raise FallbackProtocolError("extensions must be a list of strings")
+    limits = data.get("limits", {})
+    if not isinstance(limits, dict):
+        raise FallbackProtocolError("limits must be a JSON object")
+    return OpenAnswer(session, subprotocol, SessionLimits.from_json(limits), tuple(extensions))
+
+
+def decode_up_answer(body: bytes) -> int:
+    """The upstream ``ack`` of a ``200`` answer to an upstream POST."""
+    ack = _json_object(body, "upstream answer").get("ack")
+    if isinstance(ack, bool) or not isinstance(ack, int) or ack < 0:
+        raise FallbackProtocolError(f"bad ack {ack!r}")
+    return ack
+
+
+def decode_error(body: bytes) -> tuple[str | None, int | None]:
+    """``(error, status)`` of an error body; ``(None, None)`` when it is not
+    one (a proxy's HTML page, say)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    error, status = data.get("error"), data.get("status")
+    return (
+        error[:300] if isinstance(error, str) else None,
+        status if isinstance(status, int) and not isinstance(status, bool) else None,
+    )
+
+
+def _check_version(version: object) -> None:
+    if version != FALLBACK_VERSION or isinstance(version, bool):
+        raise FallbackProtocolError(f"unsupported fallback protocol version {version!r}")
+
+
+def _json_object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise FallbackProtocolError(f"the {what} is not JSON") from None
+    if not isinstance(data, dict):
+        raise FallbackProtocolError(f"the {what} must be a JSON object")
+    return data

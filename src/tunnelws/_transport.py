@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
@@ -41,12 +41,17 @@ __all__ = [
     "connect_proxy",
     "connect_tcp",
     "negotiate_tunnel",
+    "open_along_route",
     "open_origin_stream",
     "open_route_stream",
     "open_tunnel",
+    "open_via",
     "prefixed",
+    "secure_origin",
     "start_tls",
 ]
+
+_T = TypeVar("_T")
 
 RECEIVE_SIZE = 65536
 
@@ -85,6 +90,14 @@ async def connect_origin(
 ) -> trio.abc.Stream:
     """A stream to the origin along its route, with TLS done for secure targets."""
     stream = await open_route_stream(target, options, clock)
+    return await secure_origin(stream, target, options, clock)
+
+
+async def secure_origin(
+    stream: trio.abc.Stream, target: Target, options: RouteOptions, clock: PhaseClock
+) -> trio.abc.Stream:
+    """``stream`` itself for a plain target; else end-to-end TLS over it,
+    verified with the route's ``ssl_context``."""
     if not target.secure:
         return stream
     context = options.ssl_context or default_ssl_context()
@@ -96,12 +109,27 @@ async def connect_origin(
 async def open_route_stream(
     target: Target, options: RouteOptions, clock: PhaseClock
 ) -> trio.abc.Stream:
-    """A plain stream to ``target.host:port``: direct or through a tunnel.
+    """A plain stream to ``target.host:port``: direct or through a tunnel."""
+    stream, _ = await open_along_route(
+        target, options, clock, lambda route: open_via(route, target, options, clock)
+    )
+    return stream
+
+
+async def open_along_route(
+    target: Target,
+    options: RouteOptions,
+    clock: PhaseClock,
+    open_one: Callable[[ProxyURL | None], Awaitable[_T]],
+) -> tuple[_T, ProxyURL | None]:
+    """Decide the route for ``target`` and ``open_one`` it: the result and
+    the route taken (None: DIRECT).
 
     With a PAC script, its routes are tried in order: a route whose proxy
     (or, for DIRECT, the origin) cannot be reached is recorded in the trace
     and the next one is tried; any other failure (auth, refusal, TLS) ends
-    the attempt, as in browsers.
+    the attempt, as in browsers. ``open_one`` decides what opening a route
+    means (a tunnel, or a connection to the proxy for absolute-form requests).
     """
     decision = resolve_proxy(target.url, options.proxy, env=options.env)
     trace = options.trace
@@ -111,7 +139,7 @@ async def open_route_stream(
     failures: list[str] = []
     for number, route in enumerate(routes, start=1):
         try:
-            return await _open_route(route, target, options, clock, decision)
+            return await open_one(route), route
         except (DirectConnectError, ProxyConnectError) as exc:
             if len(routes) == 1:
                 raise
@@ -156,13 +184,11 @@ def _star(trace: Trace | None) -> Trace | None:
     return lambda line: trace(f"* {line}")
 
 
-async def _open_route(
-    route: ProxyURL | None,
-    target: Target,
-    options: RouteOptions,
-    clock: PhaseClock,
-    decision: ProxyDecision,
+async def open_via(
+    route: ProxyURL | None, target: Target, options: RouteOptions, clock: PhaseClock
 ) -> trio.abc.Stream:
+    """A plain stream to ``target`` over one route: TCP (None: DIRECT), a
+    SOCKS5 tunnel or an HTTP CONNECT tunnel."""
     if route is None:
         return await connect_tcp(target.host, target.port, clock, options.trace, via_proxy=False)
     if route.scheme in ("socks5", "socks5h"):
@@ -170,7 +196,7 @@ async def _open_route(
             route, target, options.credentials_for(route), clock, options.trace
         )
     if route.scheme not in ("http", "https"):  # pragma: no cover - ProxyURL.parse rejects others
-        raise ProxyConfigError(f"unsupported proxy scheme in {route}", source=decision.source)
+        raise ProxyConfigError(f"unsupported proxy scheme in {route}")
     return await _open_connect_tunnel(route, target, options, clock)
 
 

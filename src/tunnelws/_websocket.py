@@ -13,13 +13,13 @@ does, with three differences that matter behind proxies:
 
 from __future__ import annotations
 
-import enum
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -38,7 +38,16 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from ._errors import ConnectionClosed, ConnectionLostError, HandshakeError
+from ._connection import FallbackMode, ReadyState, WebSocketConnection, wait_while_talking
+from ._errors import (
+    ConnectionClosed,
+    ConnectionLostError,
+    FallbackFailedError,
+    HandshakeError,
+    TunnelError,
+)
+from ._fallback import open_fallback
+from ._fallback_policy import fallback_reason
 from ._frames import OPCODE_BINARY, OPCODE_TEXT, data_frame
 from ._route_options import HeaderList, RouteKeywords, RouteOptions, route_options
 from ._target import Target, parse_target
@@ -49,7 +58,13 @@ from ._transport import connect_origin
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["ReadyState", "WebSocketConnection", "open_websocket"]
+__all__ = [
+    "FallbackSetting",
+    "NativeTransport",
+    "ReadyState",
+    "WebSocketConnection",
+    "open_websocket",
+]
 
 RECEIVE_SIZE = 65536
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
@@ -57,15 +72,11 @@ DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 # limits of common proxies and NATs (None turns them off).
 DEFAULT_PING_INTERVAL = 20.0
 NORMAL_CLOSE_CODES = frozenset({1000, 1001})
+#: With ``fallback="auto"``, how long a pong may take after the 101: a path
+#: that passes the 101 and then relays nothing shows here, not later.
+CONFIRM_TIMEOUT = 3.0
 
-
-class ReadyState(enum.IntEnum):
-    """The browser's ``WebSocket.readyState`` values."""
-
-    CONNECTING = 0
-    OPEN = 1
-    CLOSING = 2
-    CLOSED = 3
+FallbackSetting = Literal["auto", "never", "only"]
 
 
 @asynccontextmanager
@@ -80,6 +91,7 @@ async def open_websocket(
     close_timeout: float = 5.0,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     message_queue_size: int = 16,
+    fallback: FallbackSetting = "auto",
     **route_keywords: Unpack[RouteKeywords],
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket to ``url`` (``ws://`` or ``wss://``) along its route.
@@ -94,6 +106,15 @@ async def open_websocket(
     to end inside the tunnel, verified with ``ssl_context`` (default: the
     system's CAs and ``SSL_CERT_FILE``).
 
+    ``fallback``: with ``"auto"`` (the default), when the WebSocket fails in a
+    way plain HTTP can get around (the proxy refuses CONNECT by policy for a
+    ``ws://`` URL, the upgrade is answered with something else than 101, or a
+    101 is followed by nothing), the same connection object is carried by the
+    HTTP fallback protocol instead (``docs/fallback-protocol.md``), over the
+    same route; a TLS verification failure, a 407 or a timeout never falls
+    back. ``"never"``: native only; ``"only"``: the fallback only. When both
+    fail, :class:`~tunnelws.FallbackFailedError` names both reasons.
+
     ``connect_timeout`` bounds everything up to the open WebSocket; a phase
     that exhausts it raises :class:`~tunnelws.PhaseTimeoutError` naming it.
     ``ping_interval`` sends keepalive pings so proxies that kill idle tunnels
@@ -106,42 +127,134 @@ async def open_websocket(
         raise ValueError(f"not a WebSocket URL: {url!r} (use ws:// or wss://)")
     if ping_interval is not None and ping_interval <= 0:
         raise ValueError("ping_interval must be positive")
+    if fallback not in ("auto", "never", "only"):
+        raise ValueError(f"fallback must be 'auto', 'never' or 'only', not {fallback!r}")
     options = route_options(route, **route_keywords)
-    trace = options.trace
+    settings = _Settings(
+        subprotocols=tuple(subprotocols),
+        extra_headers=tuple(extra_headers),
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=close_timeout,
+        max_message_size=max_message_size,
+        message_queue_size=message_queue_size,
+    )
+    # Exceptions are re-raised outside the nursery so callers see them as
+    # they were, not wrapped in an exception group.
+    open_error: BaseException | None = None
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        try:
+            connection = await _connect(nursery, target, options, settings, fallback)
+        except BaseException as exc:
+            open_error = exc
+            nursery.cancel_scope.cancel()
+        else:
+            try:
+                yield connection
+            except BaseException as exc:
+                body_error = exc
+            finally:
+                await connection._transport.finish(failed=body_error is not None)
+                nursery.cancel_scope.cancel()
+    if open_error is not None:
+        raise open_error
+    if body_error is not None:
+        raise body_error
+
+
+@dataclass(frozen=True)
+class _Settings:
+    subprotocols: tuple[str, ...]
+    extra_headers: tuple[tuple[str, str], ...]
+    ping_interval: float | None
+    ping_timeout: float | None
+    close_timeout: float
+    max_message_size: int
+    message_queue_size: int
+
+
+async def _connect(
+    nursery: trio.Nursery,
+    target: Target,
+    options: RouteOptions,
+    settings: _Settings,
+    fallback: FallbackSetting,
+) -> WebSocketConnection:
+    """The native WebSocket, or the fallback as ``fallback`` says."""
+    if fallback == "only":
+        return await _open_fallback(nursery, target, options, settings, "fallback='only'")
+    try:
+        transport = await _open_native(
+            nursery, target, options, settings, confirm=fallback == "auto"
+        )
+    except TunnelError as native:
+        reason = None if fallback == "never" else fallback_reason(native, target)
+        if reason is None:
+            raise
+        if options.trace:
+            options.trace(f"* WebSocket cannot pass: {reason}; trying the HTTP fallback")
+        try:
+            return await _open_fallback(nursery, target, options, settings, reason)
+        except TunnelError as failed:
+            raise FallbackFailedError(native, failed) from failed
+    return WebSocketConnection(transport)
+
+
+async def _open_native(
+    nursery: trio.Nursery,
+    target: Target,
+    options: RouteOptions,
+    settings: _Settings,
+    *,
+    confirm: bool,
+) -> NativeTransport:
     clock = PhaseClock(options.connect_timeout)
     stream = await connect_origin(target, options, clock)
     try:
         with clock.phase("websocket", f"in the WebSocket handshake with {target.host_header}"):
-            protocol, accept = await _handshake(stream, target, subprotocols, extra_headers, trace)
+            protocol, accept = await _handshake(
+                stream, target, settings.subprotocols, settings.extra_headers, options.trace
+            )
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
-    connection = WebSocketConnection(
+    transport = NativeTransport(
         stream,
         protocol,
         accept,
         url=target.url,
-        max_message_size=max_message_size,
-        message_queue_size=message_queue_size,
-        close_timeout=close_timeout,
+        max_message_size=settings.max_message_size,
+        message_queue_size=settings.message_queue_size,
+        close_timeout=settings.close_timeout,
     )
-    # The body's exception is re-raised outside the nursery so callers see it
-    # as it was, not wrapped in an exception group.
-    body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        connection._nursery = nursery
-        nursery.start_soon(connection._read_frames)
-        if ping_interval is not None:
-            nursery.start_soon(connection._keepalive, ping_interval, ping_timeout or ping_interval)
-        try:
-            yield connection
-        except BaseException as exc:
-            body_error = exc
-        finally:
-            await connection._finish(failed=body_error is not None)
-            nursery.cancel_scope.cancel()
-    if body_error is not None:
-        raise body_error
+    transport._nursery = nursery
+    nursery.start_soon(transport._read_frames)
+    if confirm:
+        await transport.confirm_open(CONFIRM_TIMEOUT)
+    if settings.ping_interval is not None:
+        interval = settings.ping_interval
+        nursery.start_soon(transport._keepalive, interval, settings.ping_timeout or interval)
+    return transport
+
+
+async def _open_fallback(
+    nursery: trio.Nursery,
+    target: Target,
+    options: RouteOptions,
+    settings: _Settings,
+    reason: str,
+) -> WebSocketConnection:
+    session = await open_fallback(
+        nursery,
+        target,
+        options,
+        subprotocols=settings.subprotocols,
+        extra_headers=settings.extra_headers,
+        close_timeout=settings.close_timeout,
+        max_message_size=settings.max_message_size,
+    )
+    return WebSocketConnection(session, kind="http-fallback", fallback_reason=reason)
 
 
 async def _handshake(
@@ -230,13 +343,11 @@ def _trace_raw_head(trace: Trace, marker: str, head: bytes) -> None:
     trace_head(trace, marker, lines[0], headers)  # type: ignore[arg-type]
 
 
-class WebSocketConnection:
-    """An open WebSocket. Use it from :func:`open_websocket`.
+class NativeTransport:
+    """A native WebSocket: what carries a :class:`WebSocketConnection`
+    (see :class:`~tunnelws._connection.Transport`) when the upgrade passed."""
 
-    Mirrors the browser API: :attr:`url`, :attr:`ready_state`,
-    :attr:`buffered_amount`, :attr:`subprotocol`, :meth:`send`,
-    :meth:`receive` (or ``async for message in ws``) and :meth:`close`.
-    """
+    downstream_mode: FallbackMode | None = None
 
     def __init__(
         self,
@@ -283,7 +394,7 @@ class WebSocketConnection:
         self.close_reason: str = ""
 
     def __repr__(self) -> str:
-        return f"<WebSocketConnection {self.url} {self._state.name}>"
+        return f"<NativeTransport {self.url} {self._state.name}>"
 
     @property
     def ready_state(self) -> ReadyState:
@@ -330,22 +441,34 @@ class WebSocketConnection:
         self._reader_waiting_for_space.unpark_all()
         return message
 
-    def __aiter__(self) -> WebSocketConnection:
-        return self
-
-    async def __anext__(self) -> str | bytes:
-        try:
-            return await self.receive()
-        except ConnectionLostError:
-            raise
-        except ConnectionClosed:
-            raise StopAsyncIteration from None
-
     async def ping(self, payload: bytes = b"") -> None:
         """Send a ping; the peer's pong is handled (and awaited) by keepalive."""
         if self._state is not ReadyState.OPEN:
             raise self._closed_error()
         await self._send_event(Ping(payload=payload))
+
+    async def confirm_open(self, within: float) -> None:
+        """Ping and wait up to ``within`` seconds for the pong (or any data):
+        raises :class:`~tunnelws.HandshakeError` (status 101) when the path
+        passed the 101 but relays nothing, or the connection died at once."""
+        started = trio.current_time()
+        self._pong = trio.Event()
+        with suppress(ConnectionClosed):
+            await self.ping(b"tunnelws")
+        with trio.move_on_after(within):
+            await self._pong.wait()  # also set when the connection ends
+        if isinstance(self._ending, ConnectionLostError):
+            raise HandshakeError(
+                f"the connection ended right after the 101 ({self._ending.reason})", status=101
+            )
+        if self._ending is not None or self._pong.is_set() or self._last_received > started:
+            return
+        await self._lose(f"nothing followed the 101 within {within:g} s")
+        raise HandshakeError(
+            f"the server answered 101 but nothing followed within {within:g} s (no pong):"
+            " something on the path holds the WebSocket's bytes back",
+            status=101,
+        )
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake and wait for it to finish, as long as
@@ -359,17 +482,12 @@ class WebSocketConnection:
                 await self._send_event(CloseConnection(code=code, reason=reason or None))
             except ConnectionClosed:
                 return
-        # close_timeout bounds silence, not the whole close: echoes still
-        # arriving over a slow link are progress (and are delivered).
         self._last_received = max(self._last_received, trio.current_time())
-        while not self._closed.is_set():
-            deadline = self._last_received + self._close_timeout
-            if trio.current_time() >= deadline:
-                silence = f"{self._close_timeout:g} s"
-                await self._lose(f"no closing handshake and no data from the server for {silence}")
-                return
-            with trio.move_on_at(deadline):
-                await self._closed.wait()
+        if not await wait_while_talking(
+            self._closed, lambda: self._last_received, self._close_timeout
+        ):
+            silence = f"{self._close_timeout:g} s"
+            await self._lose(f"no closing handshake and no data from the server for {silence}")
 
     # -- internals -----------------------------------------------------------
 
@@ -522,6 +640,7 @@ class WebSocketConnection:
         self._ending = ending
         self._state = ReadyState.CLOSED
         self._closed.set()
+        self._pong.set()  # wakes a keepalive or confirm_open waiting for a pong
         self._receivers.unpark_all()
         self._reader_waiting_for_space.unpark_all()
 
@@ -542,7 +661,7 @@ class WebSocketConnection:
                 await self._lose(why, code=1011)
                 return
 
-    async def _finish(self, *, failed: bool) -> None:
+    async def finish(self, *, failed: bool) -> None:
         """Leaving ``open_websocket``: close politely, or abort if cancelled."""
         if self._ending is not None:
             return

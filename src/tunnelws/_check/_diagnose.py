@@ -233,8 +233,9 @@ def _diagnose_auth(obs: ConnectObservation, last: ConnectAttempt) -> Diagnosis:
             "proxy-auth",
             "auth-unsupported",
             f"the proxy requires authentication with {offered}, which tunnelws does not speak",
-            "run a local authenticating relay (cntlm, px) and point --proxy at it,"
-            f" or ask for one of {', '.join(SUPPORTED_SCHEMES)} to be enabled",
+            f"ask for one of {', '.join(SUPPORTED_SCHEMES)} to be enabled: tunnelws answers"
+            " those, and `tunnelws local-proxy` answers them for any other program too"
+            " (docs/local-proxy.md)",
         )
     if not obs.had_credentials:
         return Diagnosis(

@@ -229,6 +229,7 @@ async def connect(walk: Walk) -> tuple[StepStatus, str]:
     )
     diagnosis = rules.diagnose_connect(observation)
     if diagnosis is not None:
+        walk.blocked = (diagnosis.category, final.status if final is not None else None)
         if timed_out:
             summary = "no reply"
         elif final is not None and not isinstance(error, ProxyProtocolError):

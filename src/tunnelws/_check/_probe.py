@@ -16,6 +16,7 @@ import trio
 from .._target import parse_target
 from . import _path_steps as path
 from . import _websocket_steps as websocket
+from ._fallback_step import fallback, fallback_applies, with_fallback_remedy
 from ._report import CheckReport, StepResult
 from ._state import CheckOptions, Outcome, StepFailed, Walk
 
@@ -34,6 +35,8 @@ STEPS: Sequence[tuple[str, Step]] = (
     ("idle", websocket.idle),
     ("sse", websocket.sse),
 )
+# After a broken native step, when the fallback may get around it:
+# ("fallback", _fallback_step.fallback), see run_check.
 
 
 async def run_check(
@@ -46,7 +49,10 @@ async def run_check(
 
     ``url`` should be an echo endpoint (``tunnelws serve``'s ``/echo``): the
     message steps expect their messages back. ``on_step`` is called with each
-    step's result as soon as it is known. Raises :class:`ValueError` for a URL
+    step's result as soon as it is known. When a native step breaks in a way
+    the HTTP fallback can get around, a last step tries the fallback; when it
+    works, the broken step's remedy says so (the exit code stays the broken
+    step's: the report is about the WebSocket path). Raises :class:`ValueError` for a URL
     that is not ``ws://`` or ``wss://``; every network problem is a step
     result, never an exception.
     """
@@ -65,6 +71,19 @@ async def run_check(
                 on_step(result)
             if result.status == "fail":
                 break
+        failure = report.failure
+        if fallback_applies(walk, failure):
+            # The native path is broken in a way plain HTTP may get around.
+            if walk.stream is not None:
+                await trio.aclose_forcefully(walk.stream)
+                walk.stream = None
+            result = await _timed(walk, "fallback", fallback)
+            assert result is not None and failure is not None and failure.diagnosis is not None
+            report.steps.append(result)
+            if on_step is not None:
+                on_step(result)
+            if walk.fallback_works is not None:
+                failure.diagnosis = with_fallback_remedy(failure.diagnosis, walk.fallback_works)
     finally:
         if walk.stream is not None:
             await trio.aclose_forcefully(walk.stream)

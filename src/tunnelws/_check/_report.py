@@ -45,6 +45,7 @@ STEP_TITLES: dict[str, str] = {
     "echo": "echo",
     "idle": "idle tunnel",
     "sse": "SSE",
+    "fallback": "HTTP fallback",
 }
 
 _TAXONOMY: tuple[type[TunnelError], ...] = (

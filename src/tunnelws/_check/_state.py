@@ -85,6 +85,11 @@ class Walk:
     leftover: bytes = b""  # bytes read after the upgrade reply
     proxy_issuer: str | None = None
     details: list[str] = field(default_factory=list)
+    #: How the native path broke, as the fallback rule reads it: the
+    #: taxonomy category and the reply's status (101 when nothing followed it).
+    blocked: tuple[str, int | None] | None = None
+    #: The fallback step's finding when the fallback works ("streaming, ...").
+    fallback_works: str | None = None
 
     @property
     def route(self) -> RouteOptions:

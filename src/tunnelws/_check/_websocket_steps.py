@@ -72,7 +72,9 @@ async def upgrade(walk: Walk) -> tuple[StepStatus, str, Diagnosis | None]:
         error=error,
     )
     if head is None:
-        raise StepFailed("no reply", must(rules.diagnose_upgrade(base)))
+        silent = must(rules.diagnose_upgrade(base))
+        walk.blocked = (silent.category, None)
+        raise StepFailed("no reply", silent)
     trace_head(
         walk.trace, "<", f"HTTP/{head.http_version} {head.status} {head.reason}", head.headers
     )
@@ -105,6 +107,7 @@ async def upgrade(walk: Walk) -> tuple[StepStatus, str, Diagnosis | None]:
     diagnosis = rules.diagnose_upgrade(observation)
     summary = f"{head.status} {head.reason}"
     if diagnosis is not None and diagnosis.severity == "error":
+        walk.blocked = (diagnosis.category, head.status)
         raise StepFailed(summary, diagnosis)
     return ("warn" if diagnosis else "ok"), summary, diagnosis
 
@@ -190,6 +193,9 @@ async def echo(walk: Walk) -> tuple[StepStatus, str]:
                 timeout=timeout,
                 close_code=failure.code,
             )
+            if part == "text" and (failure.timed_out or failure.how in ("closed", "reset")):
+                # Nothing at all came after the 101: as the client sees it.
+                walk.blocked = ("handshake", 101)
             raise StepFailed(f"{part} echo failed", rules.diagnose_echo(observation))
         if part == "latency":
             latencies.append(trio.current_time() - sent_at)

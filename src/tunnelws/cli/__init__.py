@@ -25,8 +25,16 @@ if TYPE_CHECKING:
 
 __all__ = ["BUILTIN_COMMANDS", "COMMAND_GROUP", "build_parser", "main"]
 
-# Built-in subcommand modules, in the order ``tunnelws --help`` lists them.
-BUILTIN_COMMANDS: tuple[str, ...] = ("connect", "resolve", "events", "check")
+# Built-in commands, in the order ``tunnelws --help`` lists them.
+BUILTIN_COMMANDS: tuple[str, ...] = (
+    "connect",
+    "resolve",
+    "events",
+    "tunnel",
+    "forward",
+    "local-proxy",
+    "check",
+)
 COMMAND_GROUP = "tunnelws.commands"
 
 EXIT_USAGE = 2
@@ -41,7 +49,8 @@ def build_parser(*, plugins: bool = True) -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in BUILTIN_COMMANDS:
-        module = importlib.import_module(f"tunnelws.cli.{name}")
+        # A command's module is its name with "_" for "-" (local-proxy).
+        module = importlib.import_module(f"tunnelws.cli.{name.replace('-', '_')}")
         module.register(subparsers)
     if plugins:
         for entry in _plugin_entries():

@@ -4,6 +4,8 @@ reach the origin, and how errors become exit codes and one-line messages."""
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
 import ssl
 import sys
 from collections.abc import Callable
@@ -23,6 +25,9 @@ __all__ = [
 ]
 
 EXIT_USAGE = 2
+# Where --proxy-user USER (no ":PASS") finds the password: not on the command
+# line, which every user of the machine can read with `ps`.
+PASSWORD_VARIABLE = "TUNNELWS_PROXY_PASSWORD"
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -32,10 +37,31 @@ def parse_header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def _user_password(text: str) -> tuple[str, str]:
+def _user_password(text: str) -> tuple[str, str | None]:
     user, sep, password = text.partition(":")
-    if not sep:
-        raise argparse.ArgumentTypeError("expected USER:PASSWORD")
+    if not user:
+        raise argparse.ArgumentTypeError("expected USER or USER:PASSWORD")
+    return user, password if sep else None
+
+
+def _with_password(user_password: tuple[str, str | None] | None) -> tuple[str, str] | None:
+    """``--proxy-user USER``: the password from the environment, else a
+    prompt on the terminal (never standard input: it may be tunnel data)."""
+    if user_password is None:
+        return None
+    user, password = user_password
+    if password is None:
+        password = os.environ.get(PASSWORD_VARIABLE)
+    if password is None:
+        try:
+            with open("/dev/tty"):
+                pass
+        except OSError:
+            raise ValueError(
+                f"--proxy-user {user!r} has no password: set {PASSWORD_VARIABLE} "
+                "or run from a terminal to be asked"
+            ) from None
+        password = getpass.getpass(f"proxy password for {user}: ")
     return user, password
 
 
@@ -47,9 +73,10 @@ def add_route_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--proxy-user",
-        metavar="USER:PASS",
+        metavar="USER[:PASS]",
         type=_user_password,
-        help="proxy credentials (Basic or Digest, whichever the proxy asks for)",
+        help="proxy credentials for any scheme the proxy asks for; without :PASS the "
+        f"password comes from ${PASSWORD_VARIABLE} or a prompt (keeping it out of ps)",
     )
     parser.add_argument(
         "--proxy-auth-scheme",
@@ -120,7 +147,7 @@ def route_from_args(args: argparse.Namespace) -> RouteOptions:
         proxy = args.proxy
     return route_options(
         proxy=proxy,
-        proxy_auth=args.proxy_user,
+        proxy_auth=_with_password(args.proxy_user),
         proxy_headers=args.proxy_header,
         ssl_context=_context_trusting(args.cacert),
         proxy_auth_schemes=args.proxy_auth_scheme or None,

@@ -2,7 +2,8 @@
 
 Each stdin line is sent as a text message; each message received is printed
 on its own line. At the end of stdin the closing handshake starts, and what
-arrives until it completes is still printed.
+arrives until it completes is still printed. Where WebSocket cannot pass but
+plain HTTP can, the HTTP fallback carries the messages (--fallback).
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ def register(subparsers: Any) -> None:
         help="send a keepalive ping every S seconds, so proxies that drop idle tunnels "
         f"keep this one (default {DEFAULT_PING_INTERVAL:g}; 0: no pings)",
     )
+    parser.add_argument(
+        "--fallback",
+        choices=("auto", "never", "only"),
+        default="auto",
+        help="the HTTP fallback: when WebSocket cannot pass (auto, the default), not at all"
+        " (never), or at once (only)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -75,10 +83,14 @@ async def _session(args: argparse.Namespace) -> int:
         subprotocols=args.subprotocol,
         extra_headers=args.header,
         ping_interval=args.ping_interval or None,  # 0: off
+        fallback=args.fallback,
     ) as ws:
         if trace:
+            via = ""
+            if ws.transport == "http-fallback":
+                via = f" through the HTTP fallback ({ws.fallback_reason})"
             trace(
-                f"* WebSocket open: {ws.url}"
+                f"* WebSocket open{via}: {ws.url}"
                 + (f", subprotocol {ws.subprotocol}" if ws.subprotocol else "")
             )
         lost: ConnectionLostError | None = None
