@@ -38,9 +38,9 @@ IDLE = matrix.IDLE_SCENARIO
 # Scenarios re-run for every column: each section, and where the columns differ.
 SAMPLE = (
     "blocked-reject",
-    "proxy-ws",
     "proxy-wss",
     "proxy-env-all",
+    "no-proxy-name",
     "no-proxy-cidr",
     "proxy-ipv6-target",
     "https-proxy",
@@ -50,11 +50,11 @@ SAMPLE = (
     "auth-negotiate",
     "proxy-http10",
     "proxy-huge-headers",
-    "tls-intercept-untrusted",
     "tls-intercept-system-store",
     "tunnel-reset",
     "socks5h",
     "socks5h-proxy-variables",
+    "pac-failover",
     "pac-http-failover",
     "pac-wpad",
 )
