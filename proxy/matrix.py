@@ -430,7 +430,7 @@ def failure_label(result: Result) -> str:
     expect = result["expect"]
     code = result.get("exit_code")
     if expect != "pass" and code == 0:
-        return "passed"
+        return "passed via HTTP fallback" if used_fallback(result) else "passed"
     reasons = result.get("reasons") or []
     if any(r.startswith("no_proxy should") for r in reasons) and origin_requests(result):
         return "used proxy"
@@ -694,6 +694,28 @@ def _closed_early(evidence: Evidence) -> Explanation | None:
     )
 
 
+# Where tunnelws's HTTP fallback puts its requests (docs/fallback-protocol.md).
+FALLBACK_PATH = "/_tunnelws/"
+
+
+def used_fallback(result: Result) -> bool:
+    """Whether the origin saw HTTP fallback requests (tunnelws's own protocol)."""
+    seen = (result.get("observation") or {}).get("origin_requests") or []
+    return any(FALLBACK_PATH in str(r.get("target", "")) for r in seen)
+
+
+def _through_fallback(evidence: Evidence) -> Explanation | None:
+    result = evidence.result
+    if result["expect"] == "pass" or result.get("exit_code") != 0 or not used_fallback(result):
+        return None
+    return (
+        "delivers the echo through its HTTP fallback (tunnelws's own protocol) where a "
+        "WebSocket cannot pass; the catalogue still expects what a WebSocket-only client "
+        "can do here",
+        SCENARIO_NETWORKS.get(evidence.scenario, ""),
+    )
+
+
 def _passed(evidence: Evidence) -> Explanation | None:
     result = evidence.result
     if result["expect"] == "pass" or result.get("exit_code") != 0 or result.get("timed_out"):
@@ -748,6 +770,7 @@ EXPLAINERS: tuple[Explainer, ...] = (
     _idle,
     _reset,
     _closed_early,
+    _through_fallback,
     _passed,
     _timed_out,
     _wrong_category,
