@@ -10,7 +10,7 @@ reason, not just for failing. ``idle-timeout`` (40 idle seconds) runs for all
 columns at once. A change in a library, an adapter or the harness's judging
 shows up here as a changed cell; regenerate the page with ``proxy/matrix.py``.
 
-The whole catalogue for every column takes about half an hour, so CI runs
+The whole catalogue for every column takes about 20 minutes, so CI runs
 this sample (a few minutes); ``tests/test_harness_run.py`` still takes
 tunnelws's own client through every scenario.
 
