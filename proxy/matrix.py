@@ -69,6 +69,9 @@ class Client:
     library: str  # what is measured, in words
     command: tuple[str, ...]  # relative to the repository root; () = the built-in client
     exit_codes: bool = False  # the command exits with tunnelws's codes
+    # It has tunnelws's HTTP fallback: judged on the scenarios' fallback
+    # expectations where they have one (the harness's ``--fallback``).
+    fallback: bool = False
     # Upper bound for the whole catalogue (the harness bounds each scenario).
     budget: float = 600.0
     missing: Callable[[], str | None] = field(default=lambda: None, compare=False)
@@ -107,12 +110,14 @@ def clients(python: str = sys.executable) -> tuple[Client, ...]:
             "tunnelws",
             "`tunnelws.open_websocket` with its defaults (the harness's built-in client)",
             (),
+            fallback=True,
         ),
         Client(
             "tunnelws-cli",
             "`tunnelws connect` with its defaults",
             ("env", f"TUNNELWS_BIN={tunnelws_bin}", "sh", f"{adapter}/tunnelws_cli.sh"),
             exit_codes=True,
+            fallback=True,
         ),
         Client(
             "websockets-asyncio",
@@ -179,7 +184,7 @@ def client_spec(client: Client, root: Path = ROOT) -> Any:
     argv = tuple(
         str(root / part) if part.startswith(f"{ADAPTERS}/") else part for part in client.command
     )
-    return ClientSpec(client.name, argv, exit_codes=client.exit_codes)
+    return ClientSpec(client.name, argv, exit_codes=client.exit_codes, fallback=client.fallback)
 
 
 def harness_command(
@@ -192,6 +197,7 @@ def harness_command(
         command += ["--scenario", scenario]
     if client.command:
         command += ["--exit-codes"] if client.exit_codes else []
+        command += ["--fallback"] if client.fallback else []
         command += ["--", *client.command]
     return command
 
@@ -432,7 +438,7 @@ def failure_label(result: Result) -> str:
     expect = result["expect"]
     code = result.get("exit_code")
     if expect != "pass" and code == 0:
-        return "passed via HTTP fallback" if used_fallback(result) else "passed"
+        return "passed"
     reasons = result.get("reasons") or []
     if any(r.startswith("no_proxy should") for r in reasons) and origin_requests(result):
         return "used proxy"
@@ -696,28 +702,6 @@ def _closed_early(evidence: Evidence) -> Explanation | None:
     )
 
 
-# Where tunnelws's HTTP fallback puts its requests (docs/fallback-protocol.md).
-FALLBACK_PATH = "/_tunnelws/"
-
-
-def used_fallback(result: Result) -> bool:
-    """Whether the origin saw HTTP fallback requests (tunnelws's own protocol)."""
-    seen = (result.get("observation") or {}).get("origin_requests") or []
-    return any(FALLBACK_PATH in str(r.get("target", "")) for r in seen)
-
-
-def _through_fallback(evidence: Evidence) -> Explanation | None:
-    result = evidence.result
-    if result["expect"] == "pass" or result.get("exit_code") != 0 or not used_fallback(result):
-        return None
-    return (
-        "delivers the echo through its HTTP fallback (tunnelws's own protocol) where a "
-        "WebSocket cannot pass; the catalogue still expects what a WebSocket-only client "
-        "can do here",
-        SCENARIO_NETWORKS.get(evidence.scenario, ""),
-    )
-
-
 def _passed(evidence: Evidence) -> Explanation | None:
     result = evidence.result
     if result["expect"] == "pass" or result.get("exit_code") != 0 or result.get("timed_out"):
@@ -772,7 +756,6 @@ EXPLAINERS: tuple[Explainer, ...] = (
     _idle,
     _reset,
     _closed_early,
-    _through_fallback,
     _passed,
     _timed_out,
     _wrong_category,
@@ -984,6 +967,14 @@ def _clip(text: str, limit: int = 180) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _expected(result: Result) -> str:
+    """The table's expected outcome: the catalogue's, both where a client with
+    the HTTP fallback is expected to do otherwise (each cell is judged on the
+    one that applies to its client)."""
+    scenario = SCENARIOS.get(str(result["scenario"]))
+    return str(result["expect"]) if scenario is None else str(scenario.expect_both)
+
+
 def _conventions(ids: Sequence[str], results: dict[str, Result]) -> str:
     """ " *Extension: ….*" naming the tunnelws conventions of these scenarios."""
     named = sorted({e for e in (extension_of(results[i]) for i in ids) if e})
@@ -1138,7 +1129,9 @@ def render(
         seen.values(),
         key=lambda r: catalogue.index(r["scenario"]) if r["scenario"] in catalogue else 999,
     )
-    libraries = {c.name: c.library for c in clients()}
+    libraries = {
+        c.name: c.library + (" (has the HTTP fallback)" if c.fallback else "") for c in clients()
+    }
     times = sorted(str(r.get("started", "")) for r in runs if r.get("started"))
     started = f"between {times[0]} and {times[-1]}" if len(times) > 1 else "".join(times)
 
@@ -1169,7 +1162,7 @@ def render(
         sid = scenario["scenario"]
         cells = [_escape(cell(by_client[n].get(sid))) for n in names]
         kind = "ext" if extension_of(scenario) else ""
-        out.append(f"| {sid} | {scenario['expect']} | {kind} | " + " | ".join(cells) + " |")
+        out.append(f"| {sid} | {_expected(scenario)} | {kind} | " + " | ".join(cells) + " |")
     totals = {name: scores(run["results"]) for name, run in zip(names, runs, strict=True)}
     for score in ("standard", "extension"):
         row = [_score_text(totals[name][score]) for name in names]

@@ -24,6 +24,7 @@ import test_harness_run
 from conftest import skip_or_fail
 from tunnelws_testnet.harness import BY_ID, CATALOGUE, EXIT_CODES
 from tunnelws_testnet.harness._doc import update
+from tunnelws_testnet.harness._scenarios import Extension
 from tunnelws_testnet.inprocess import SCENARIOS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,8 +65,23 @@ def test_catalogue_ids_unique_and_expectations_known() -> None:
     assert len(ids) == len(set(ids)) == len(BY_ID)
     for s in CATALOGUE:
         assert s.expect == "pass" or s.expected_category in EXIT_CODES, s.id
+        with_fallback = s.expect_with_fallback
+        assert with_fallback is None or with_fallback != s.expect, s.id
+        assert with_fallback in (None, "pass") or with_fallback[5:] in EXIT_CODES, s.id
+    # H: WebSocket blocked, HTTP passes: the fallback passes, natively it fails.
+    blocked = [s for s in CATALOGUE if s.section.startswith("H.")]
+    assert {s.id for s in blocked} == {
+        "forward-only-ws",
+        "squid-default-ws",
+        "intercept-no-upgrade",
+        "buffering-proxy",
+        "request-time-limit",
+    }
+    for s in blocked:
+        assert s.expect_with_fallback == "pass" and not s.expects_pass, s.id
+        assert s.extension is Extension.HTTP_FALLBACK, s.id
         assert s.time_limit > 0 and s.scheme in ("ws", "wss")
-    # Sections A-G, each with its characteristic scenarios.
+    # Sections A-H, each with its characteristic scenarios.
     assert [s.section[0] for s in CATALOGUE] == sorted(s.section[0] for s in CATALOGUE)
     groups = {s.catalogue_id for s in CATALOGUE}
     assert {

@@ -57,6 +57,7 @@ SAMPLE = (
     "pac-failover",
     "pac-http-failover",
     "pac-wpad",
+    "forward-only-ws",
 )
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from conftest import require_binary, skip_or_fail
 from tunnelws_testnet.harness import (
+    BY_ID,
     CATALOGUE,
     ClientSpec,
     ProxySpec,
@@ -34,15 +35,8 @@ TUNNELWS_CLIENT = builtin_client()
 NETNS_DIRS = (Path("/run/netns"), Path("/etc/netns"))
 
 # Scenarios where tunnelws's client is known not to behave as the catalogue
-# says, with the reason.
-_FALLBACK_GAP = (
-    "open_websocket falls back to HTTP by default (fallback='auto') and delivers the echo "
-    "where only a WebSocket is blocked; the catalogue still expects a WebSocket-only client"
-)
-KNOWN_GAPS: dict[str, str] = {
-    "ports-443-only-ws": _FALLBACK_GAP,
-    "transparent-80-ws": _FALLBACK_GAP,
-}
+# says, with the reason. Empty: every scenario is correct.
+KNOWN_GAPS: dict[str, str] = {}
 
 
 @pytest.fixture(autouse=True)
@@ -91,10 +85,16 @@ async def test_tunnelws_client_through_the_whole_catalogue(tmp_path: Path) -> No
     by_id = {r.scenario: r for r in run.results}
     # The failure categories were checked, not just "non-zero".
     assert by_id["auth-basic-missing"].category == "proxy-auth"
-    # Where a WebSocket cannot pass, the echo came through the HTTP fallback.
-    for gap in KNOWN_GAPS:
-        assert by_id[gap].exit_code == 0 and by_id[gap].verdict == "wrong", gap
-        assert any("/_tunnelws/" in r["target"] for r in by_id[gap].observation["origin_requests"])
+    # Where WebSocket cannot pass, the built-in client (which has the HTTP
+    # fallback) is judged on the fallback's expectation and passes through it:
+    # absolute-form fallback requests, never flagged, and no GET ws://.
+    for sid in ("ports-443-only-ws", "forward-only-ws", "squid-default-ws", "buffering-proxy"):
+        assert by_id[sid].expect == "pass" and by_id[sid].exit_code == 0, sid
+        seen = [r["target"] for r in by_id[sid].observation["proxy_requests"]]
+        assert any("/echo/_tunnelws/1/open" in t for t in seen), (sid, seen)
+        assert not any(t.startswith("ws://") for t in seen), (sid, seen)
+    assert by_id["domain-deny"].category == "proxy-refused"
+    assert by_id["transparent-80-ws"].expect == "pass"
     assert by_id["tunnel-reset"].category == "connection-lost"
     # What the network saw backs the verdicts up.
     no_dns = by_id["proxy-no-dns"].observation
@@ -162,6 +162,25 @@ async def test_tunnelws_client_through_the_whole_catalogue(tmp_path: Path) -> No
     idle_wait = sum(s.idle or 0 for s in CATALOGUE)
     assert elapsed < 200 + idle_wait, f"the catalogue took {elapsed:.0f} s"
     assert our_namespaces() == []
+
+
+FALLBACK_SECTION = [s.id for s in CATALOGUE if s.section.startswith("H.")]
+
+
+async def test_clients_are_judged_on_the_expectation_that_applies(tmp_path: Path) -> None:
+    """Without a fallback, section H and the scenarios the fallback changes keep
+    their native expectations; a client declaring a fallback it does not use is
+    wrong there."""
+    assert len(FALLBACK_SECTION) == 5
+    ids = ["ports-443-only-ws", "transparent-80-ws", *FALLBACK_SECTION]
+    argv = (*TUNNELWS_CLIENT.argv, "--fallback", "never")
+    native = ClientSpec("native", argv, exit_codes=True)
+    run = await run_client(native, select(ids), workdir=tmp_path / "native")
+    got = {r.scenario: (r.verdict, r.category) for r in run.results}
+    assert got == {s: ("correct", BY_ID[s].expected_category) for s in ids}, got
+    claims = ClientSpec("claims-fallback", argv, exit_codes=True, fallback=True)
+    run = await run_client(claims, select(FALLBACK_SECTION[:2]), workdir=tmp_path / "claims")
+    assert [(r.expect, r.verdict) for r in run.results] == [("pass", "wrong")] * 2
 
 
 @pytest.mark.parametrize(

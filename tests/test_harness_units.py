@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import tunnelws
-from tunnelws_testnet.harness import CATALOGUE, EXIT_CODES, ClientSpec, Firewall, select
+from tunnelws_testnet.harness import BY_ID, CATALOGUE, EXIT_CODES, ClientSpec, Firewall, select
 from tunnelws_testnet.harness._firewall import ruleset
 from tunnelws_testnet.harness._netns import install_system_ca
 from tunnelws_testnet.harness._network import (
@@ -119,6 +119,33 @@ def test_parse_companion_log() -> None:
     requests = parse_companion_log(text)
     assert [r.status for r in requests] == [407, 200, 400]
     assert [r.absolute_form for r in requests] == [False, False, True]
+    assert not any(r.fallback for r in requests)
+
+
+def test_fallback_requests_are_not_flagged_absolute_form() -> None:
+    scenario = BY_ID["forward-only-ws"]
+    base = "http://10.77.2.2:8080/echo/_tunnelws/"
+    fallback = [
+        ProxyRequest("POST", base + "1/open", 201),
+        ProxyRequest("GET", base + "1/abc-12/down", 200),
+        ProxyRequest("POST", base + "2/open", 400),  # another version: still the fallback's
+    ]
+    assert all(r.fallback for r in fallback)
+    assert flags_for(scenario, Observation(proxy_requests=fallback)) == []
+    upgrade = ProxyRequest("GET", "ws://10.77.2.2:8080/echo", 400)
+    aiohttp_style = ProxyRequest("GET", "http://10.77.2.2:8080/echo", 101)
+    for wrong in (upgrade, aiohttp_style):
+        seen = Observation(proxy_requests=[*fallback, wrong])
+        assert flags_for(scenario, seen) == ["absolute-form"]
+
+
+def test_expectation_depends_on_the_fallback() -> None:
+    scenario = BY_ID["forward-only-ws"]
+    assert scenario.expect_for(fallback=False) == scenario.expect == "fail:proxy-refused"
+    assert scenario.expect_for(fallback=True) == "pass"
+    plain = BY_ID["proxy-ws"]
+    assert plain.expect_for(fallback=True) == plain.expect_for(fallback=False) == "pass"
+    assert "with a fallback: pass" in scenario.expect_both and plain.expect_both == "pass"
 
 
 def test_parse_squid_and_tinyproxy_logs() -> None:

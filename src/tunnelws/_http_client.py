@@ -29,8 +29,8 @@ proxy uses it as it is. :class:`HTTPClient` adds the route choice and a pool.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import quote
@@ -62,7 +62,9 @@ __all__ = [
     "RequestBody",
     "Response",
     "StreamedResponse",
+    "open_connection",
     "send_request",
+    "text_headers",
 ]
 
 RECEIVE_SIZE = 65536
@@ -99,13 +101,24 @@ class RequestBody(Protocol):
 class HTTPConnection:
     """One HTTP/1.1 client connection, to the origin or (``proxy`` set) to an
     HTTP proxy that takes absolute-form requests. Only moves bytes and keeps
-    h11's state; time limits belong to the caller."""
+    h11's state; time limits belong to the caller, except ``io_timeout``:
+    when set, each write and each read must move within that many seconds
+    (a forwarding proxy's guard against a stuck peer), else
+    :class:`~tunnelws.PhaseTimeoutError`."""
 
-    def __init__(self, stream: trio.abc.Stream, *, proxy: ProxyURL | None, label: str) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        proxy: ProxyURL | None,
+        label: str,
+        io_timeout: float | None = None,
+    ) -> None:
         self.stream = stream
         self.http = h11.Connection(our_role=h11.CLIENT)
         self.proxy = proxy
         self.label = label
+        self.io_timeout = io_timeout
         #: An NTLM/Negotiate handshake authenticated this connection.
         self.authenticated = False
         #: Exchanges completed on it (a reused connection has at least one).
@@ -134,7 +147,8 @@ class HTTPConnection:
         if not data:
             return
         try:
-            await self.stream.send_all(data)
+            with self._io_limit(f"sending to {self.label}"):
+                await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ExchangeBroken(
                 f"the connection to {self.label} broke while sending: {exc.__cause__ or exc}",
@@ -160,7 +174,8 @@ class HTTPConnection:
                 raise HandshakeError(f"malformed HTTP response from {self.label}: {exc}") from exc
             if event is h11.NEED_DATA:
                 try:
-                    data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
+                    with self._io_limit(f"waiting for data from {self.label}"):
+                        data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     raise ExchangeBroken(
                         f"the connection to {self.label} broke: {exc.__cause__ or exc}",
@@ -183,6 +198,29 @@ class HTTPConnection:
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self.stream)
 
+    @contextmanager
+    def _io_limit(self, doing: str) -> Iterator[None]:
+        if self.io_timeout is None:
+            yield
+            return
+        with PhaseClock(self.io_timeout).phase("connected", doing):
+            yield
+
+
+async def open_connection(
+    route: ProxyURL | None, origin: Target, options: RouteOptions, clock: PhaseClock
+) -> HTTPConnection:
+    """An :class:`HTTPConnection` for requests to ``origin`` over one route:
+    to an HTTP(S) proxy itself for a plain origin (absolute form), else a
+    stream to the origin (DIRECT, SOCKS or a CONNECT tunnel; TLS for
+    ``https://``)."""
+    if route is not None and route.scheme in ("http", "https") and not origin.secure:
+        stream = await connect_proxy(route, options, clock)
+        return HTTPConnection(stream, proxy=route, label=f"the proxy {route.authority}")
+    stream = await open_via(route, origin, options, clock)
+    stream = await secure_origin(stream, origin, options, clock)
+    return HTTPConnection(stream, proxy=None, label=origin.authority)
+
 
 def request_target(resource: str) -> str:
     """A resource as it goes on the request line: non-ASCII characters and
@@ -190,7 +228,8 @@ def request_target(resource: str) -> str:
     return quote(resource, safe=_PRINTABLE_ASCII)
 
 
-def _text(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+def text_headers(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """h11's raw headers as text (latin-1, as HTTP/1.1 allows)."""
     return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
 
 
@@ -224,6 +263,8 @@ async def send_request(
     route: RouteOptions,
     reconnect: Callable[[], Awaitable[HTTPConnection]],
     trace_heads: bool = True,
+    user_agent: bool = True,
+    interim: Callable[[h11.InformationalResponse], Awaitable[None]] | None = None,
 ) -> tuple[HTTPConnection, h11.Response | h11.InformationalResponse]:
     """Send one request and read the answer's head: the connection that
     carries the answer (``connection`` or a new one from ``reconnect``) and
@@ -235,10 +276,13 @@ async def send_request(
     the proxy keeps it open, which NTLM and Negotiate need; else on a new
     one) until the authenticator gives up with
     :class:`~tunnelws.ProxyAuthError`. Credentials never go to an origin.
-    ``headers`` come after ``Host`` (and ``User-Agent`` unless given); a
-    ``bytes`` body gets its ``Content-Length``. A kept-alive connection that
-    breaks before any byte of the answer is replaced once by ``reconnect``.
-    No time limit here: the caller sets one around the call.
+    ``headers`` come after ``Host`` (and tunnelws's ``User-Agent`` unless
+    given, or ``user_agent`` is False: a forwarded request keeps its own);
+    a ``bytes`` body gets its ``Content-Length``. Interim answers other than
+    ``100`` go to ``interim`` when given (a forwarding proxy relays them).
+    A kept-alive connection that breaks before any byte of the answer is
+    replaced once by ``reconnect``. No time limit here but the connection's
+    ``io_timeout``: the caller sets one around the call.
     """
     trace = route.trace if trace_heads else None
     authenticator = _authenticator(connection, target, method, route)
@@ -246,12 +290,20 @@ async def send_request(
     resent = False
     while True:
         # NTLM's first message gets a 407 whatever it carries: no body then.
-        leg_body = b"" if authenticator is not None and authenticator.challenge_certain else body
+        first_leg = authenticator is not None and authenticator.challenge_certain
         try:
             await _write_request(
-                connection, method, target, headers, leg_body, route, authorization, trace
+                connection,
+                method,
+                target,
+                _unframed(headers) if first_leg else headers,
+                b"" if first_leg else body,
+                route,
+                authorization,
+                trace,
+                user_agent,
             )
-            head = await _response_head(connection, trace)
+            head = await _response_head(connection, trace, interim)
         except ExchangeBroken as exc:
             replayable = isinstance(body, bytes) or body.replayable
             if exc.answered or not connection.exchanges or resent or not replayable:
@@ -276,7 +328,7 @@ async def send_request(
             http_version=head.http_version.decode("ascii"),
             status=407,
             reason=head.reason.decode("latin-1"),
-            headers=tuple(_text(list(head.headers.raw_items()))),
+            headers=tuple(text_headers(list(head.headers.raw_items()))),
             body=kept,
             reusable=reusable,
         )
@@ -302,6 +354,12 @@ async def send_request(
             connection = await reconnect()
 
 
+def _unframed(headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Headers without the body's framing, for a leg sent without the body."""
+    framing = ("content-length", "transfer-encoding")
+    return [(name, value) for name, value in headers if name.lower() not in framing]
+
+
 async def _write_request(
     connection: HTTPConnection,
     method: str,
@@ -311,10 +369,11 @@ async def _write_request(
     route: RouteOptions,
     authorization: str | None,
     trace: Trace | None,
+    user_agent: bool,
 ) -> None:
     names = {name.lower() for name, _ in headers}
     outgoing = [("Host", target.host_header)]
-    if "user-agent" not in names:
+    if user_agent and "user-agent" not in names:
         outgoing.append(("User-Agent", USER_AGENT))
     outgoing += headers
     if isinstance(body, bytes) and "content-length" not in names and (body or method != "GET"):
@@ -341,7 +400,9 @@ async def _write_request(
 
 
 async def _response_head(
-    connection: HTTPConnection, trace: Trace | None
+    connection: HTTPConnection,
+    trace: Trace | None,
+    interim: Callable[[h11.InformationalResponse], Awaitable[None]] | None,
 ) -> h11.Response | h11.InformationalResponse:
     while True:
         event = await connection.next_event()
@@ -352,11 +413,13 @@ async def _response_head(
             "<",
             f"HTTP/{event.http_version.decode()} {event.status_code} "
             f"{event.reason.decode('latin-1')}",
-            _text(list(event.headers.raw_items())),
+            text_headers(list(event.headers.raw_items())),
         )
         # Interim answers (100 Continue) are skipped; a 101 is the caller's.
         if isinstance(event, h11.Response) or event.status_code == 101:
             return event
+        if interim is not None and event.status_code != 100:
+            await interim(event)
 
 
 async def _read_kept_body(connection: HTTPConnection) -> bytes:
@@ -398,7 +461,7 @@ class StreamedResponse:
     def __init__(self, connection: HTTPConnection, head: h11.Response, phase: str) -> None:
         self.status = head.status_code
         self.reason = head.reason.decode("latin-1")
-        self.headers = _text(list(head.headers.raw_items()))
+        self.headers = text_headers(list(head.headers.raw_items()))
         self.complete = False
         self._connection = connection
         self._phase = phase
@@ -572,20 +635,13 @@ class HTTPClient:
         clock = clock or PhaseClock(self.route.connect_timeout)
         if self._chosen is not None:
             # The route is traced once; later connections only on error.
-            return await self._open(self._chosen[0], replace(self.route, trace=None), clock)
+            quiet = replace(self.route, trace=None)
+            return await open_connection(self._chosen[0], self.origin, quiet, clock)
         connection, route = await open_along_route(
-            self.origin, self.route, clock, lambda route: self._open(route, self.route, clock)
+            self.origin,
+            self.route,
+            clock,
+            lambda route: open_connection(route, self.origin, self.route, clock),
         )
         self._chosen = (route,)
         return connection
-
-    async def _open(
-        self, route: ProxyURL | None, options: RouteOptions, clock: PhaseClock
-    ) -> HTTPConnection:
-        origin = self.origin
-        if route is not None and route.scheme in ("http", "https") and not origin.secure:
-            stream = await connect_proxy(route, options, clock)
-            return HTTPConnection(stream, proxy=route, label=f"the proxy {route.authority}")
-        stream = await open_via(route, origin, options, clock)
-        stream = await secure_origin(stream, origin, options, clock)
-        return HTTPConnection(stream, proxy=None, label=origin.authority)

@@ -1,12 +1,16 @@
 """The local proxy's absolute-form requests (``GET http://host/path``).
 
-Such a request goes along the same route as a tunnel would: to an HTTP(S)
-proxy it is forwarded in absolute form, its ``Proxy-Authorization`` computed
-by the same :class:`ProxyAuthenticator` that answers for CONNECT (the
-request's method and target are Digest's method and uri); DIRECT and through
-SOCKS it goes in origin form. h11 frames both connections, so bodies stream
-chunk by chunk and both connections are kept alive between requests (an
-NTLM-authenticated proxy connection stays authenticated).
+Such a request goes along the same route as a tunnel would (PAC failover:
+:func:`~._transport.open_along_route`), and upstream it is the HTTP
+client's exchange, :func:`~._http_client.send_request` on an
+:class:`~._http_client.HTTPConnection`: absolute form to an HTTP(S) proxy
+with its 407s answered (the request's method and target are Digest's method
+and uri), origin form DIRECT and through SOCKS, a kept-alive connection
+closed before answering replaced once. What is the local proxy's own is
+here: the client's side (its absolute-form target, hop-by-hop fields,
+``100 Continue``, relaying the answer or a ``101`` upgrade, per-read time
+limits, byte counts) and keeping the upstream connection per route between
+requests (an NTLM-authenticated proxy connection stays authenticated).
 
 Credentials never go to a destination reached directly: the client's own
 ``Proxy-Authorization`` is dropped and ours is only ever added towards a
@@ -19,31 +23,29 @@ request fails with a clear error (a documented restriction).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import h11
 import trio
 
-from ._auth import ProxyAuthenticator
-from ._connect import ProxyReply
 from ._errors import (
     ConnectionLostError,
-    DirectConnectError,
+    HandshakeError,
     PhaseTimeoutError,
     ProxyAuthError,
-    ProxyConfigError,
-    ProxyConnectError,
     ProxyProtocolError,
 )
+from ._http_client import HTTPConnection, open_connection, send_request, text_headers
 from ._pipe import CHUNK_BYTES, join
 from ._proxy_url import ProxyURL
 from ._route import resolve_proxy
 from ._route_options import RouteOptions
 from ._target import DEFAULT_PORTS, Target, normalize_host
 from ._timeouts import PhaseClock
-from ._trace import Trace, trace_head
-from ._transport import _candidate_routes, connect_proxy, open_route_stream, prefixed
+from ._trace import Trace
+from ._transport import open_along_route, prefixed
 
 __all__ = ["HOP_BY_HOP", "REPLAY_LIMIT", "BadRequest", "Forwarder", "absolute_target", "receive"]
 
@@ -61,15 +63,7 @@ HOP_BY_HOP = frozenset(
         b"proxy-authenticate",
     }
 )
-_CONNECTION_BOUND = ("NTLM", "Negotiate")
-
 Headers = list[tuple[bytes, bytes]]
-
-
-class ClosedBeforeAnswer(ConnectionLostError):
-    """The server closed (or reset) the connection before any byte of its
-    answer: on a kept-alive connection, the usual end of its life, after
-    which a request is sent again on a new one (as browsers and curl do)."""
 
 
 class BadRequest(Exception):
@@ -122,116 +116,81 @@ def _end_to_end(headers: Headers) -> Headers:
     return [(name, value) for name, value in headers if name.lower() not in drop]
 
 
-def _text(headers: Headers) -> list[tuple[str, str]]:
-    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
+@contextmanager
+def _guarded(within: float, peer: str, stuck: str) -> Iterator[None]:
+    """One read or write of the client's stream: broken is
+    :class:`ConnectionLostError`, nothing moving for ``within`` seconds
+    :class:`PhaseTimeoutError` (``stuck`` says how)."""
+    with trio.move_on_after(within) as scope:
+        try:
+            yield
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionLostError(
+                f"the connection to {peer} broke: {exc.__cause__ or exc}"
+            ) from exc
+    if scope.cancelled_caught:
+        raise PhaseTimeoutError(f"{stuck} for {within:g} s", phase="connected", timeout=within)
 
 
 async def receive(
     conn: h11.Connection, stream: trio.abc.Stream, within: float, peer: str
 ) -> object:
-    """The next h11 event, reading from ``stream`` as needed; a read that
-    waits ``within`` seconds raises :class:`PhaseTimeoutError`, a broken
-    stream :class:`ConnectionLostError` (:class:`ClosedBeforeAnswer` when a
-    server awaited for its answer ends the connection without a byte)."""
-    received = False
+    """The next h11 event from the client, reading from ``stream`` as
+    needed; a read that waits ``within`` seconds raises
+    :class:`PhaseTimeoutError`, a broken stream :class:`ConnectionLostError`."""
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
             return event
-        awaiting_answer = conn.our_role is h11.CLIENT and conn.their_state is h11.SEND_RESPONSE
-        with trio.move_on_after(within) as scope:
-            try:
-                data = bytes(await stream.receive_some(CHUNK_BYTES))
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                error = (
-                    ClosedBeforeAnswer if awaiting_answer and not received else ConnectionLostError
-                )
-                raise error(f"the connection to {peer} broke: {exc.__cause__ or exc}") from exc
-        if scope.cancelled_caught:
-            raise PhaseTimeoutError(
-                f"no data from {peer} for {within:g} s", phase="connected", timeout=within
-            )
-        if not data and awaiting_answer and not received:
-            raise ClosedBeforeAnswer(f"{peer} closed the connection without answering")
-        received = True
+        data = b""
+        with _guarded(within, peer, f"no data from {peer}"):
+            data = bytes(await stream.receive_some(CHUNK_BYTES))
         conn.receive_data(data)
 
 
 async def send(stream: trio.abc.Stream, data: bytes | None, within: float, peer: str) -> None:
     """Write with a time limit: a peer that stops reading must not pin the
     connection forever."""
-    if not data:
-        return
-    with trio.move_on_after(within) as scope:
-        try:
+    if data:
+        with _guarded(within, peer, f"{peer} took no data"):
             await stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ConnectionLostError(
-                f"the connection to {peer} broke: {exc.__cause__ or exc}"
-            ) from exc
-    if scope.cancelled_caught:
-        raise PhaseTimeoutError(
-            f"{peer} took no data for {within:g} s", phase="connected", timeout=within
-        )
 
 
-@dataclass
-class _Upstream:
-    key: tuple[object, ...]
-    stream: trio.abc.Stream
-    conn: h11.Connection
-    proxy: ProxyURL | None  # an HTTP(S) proxy: absolute form, Proxy-Authorization
-    route: ProxyURL | None  # how it was reached (None: DIRECT)
-    label: str
-    authenticated: bool = False  # by NTLM/Negotiate, which bind the connection
-    reused: bool = False  # has carried an exchange before this one
-
-
-class _Body:
-    """The client's request body: streamed upstream once, kept for a resend."""
+class _ClientBody:
+    """The client's request body as a :class:`~._http_client.RequestBody`:
+    read from the client while it is sent upstream, kept (up to
+    :data:`REPLAY_LIMIT`) to send again after a 407 or on a new connection."""
 
     def __init__(self, forwarder: Forwarder) -> None:
         self._forwarder = forwarder
         self._kept: list[bytes] | None = []
         self._size = 0
-        self._read = False
+        self._complete = False
 
     @property
     def replayable(self) -> bool:
         return self._kept is not None
 
-    async def send_to(self, upstream: _Upstream) -> None:
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for chunk in list(self._kept or ()):
+            yield chunk
         f = self._forwarder
-        if self._read:
-            for chunk in self._kept or ():
-                await send(
-                    upstream.stream,
-                    upstream.conn.send(h11.Data(data=chunk)),
-                    f.timeout,
-                    upstream.label,
-                )
-        else:
-            while True:
-                event = await receive(f.client_conn, f.client, f.timeout, "the client")
-                if isinstance(event, h11.EndOfMessage):
-                    break
-                if not isinstance(event, h11.Data):
-                    raise ConnectionLostError("the client closed the connection mid-request")
-                data = bytes(event.data)
-                f.bytes_up += len(data)
-                if self._kept is not None:
-                    self._size += len(data)
-                    self._kept = [*self._kept, data] if self._size <= REPLAY_LIMIT else None
-                await send(
-                    upstream.stream,
-                    upstream.conn.send(h11.Data(data=data)),
-                    f.timeout,
-                    upstream.label,
-                )
-            self._read = True
-        await send(
-            upstream.stream, upstream.conn.send(h11.EndOfMessage()), f.timeout, upstream.label
-        )
+        while not self._complete:
+            event = await receive(f.client_conn, f.client, f.timeout, "the client")
+            if isinstance(event, h11.EndOfMessage):
+                self._complete = True
+                return
+            if not isinstance(event, h11.Data):
+                raise ConnectionLostError("the client closed the connection mid-request")
+            data = bytes(event.data)
+            f.bytes_up += len(data)
+            if self._kept is not None:
+                self._size += len(data)
+                if self._size <= REPLAY_LIMIT:
+                    self._kept.append(data)
+                else:
+                    self._kept = None
+            yield data
 
 
 class Forwarder:
@@ -250,7 +209,9 @@ class Forwarder:
         self.route = route
         self.timeout = timeout
         self.trace: Trace | None = route.trace
-        self.upstream: _Upstream | None = None
+        self.upstream: HTTPConnection | None = None
+        self._upstream_route: ProxyURL | None = None
+        self._upstream_key: tuple[object, ...] = ()
         self.route_label = ""
         self.status: int | None = None
         self.bytes_up = 0
@@ -259,7 +220,7 @@ class Forwarder:
 
     async def aclose(self) -> None:
         if self.upstream is not None:
-            await trio.aclose_forcefully(self.upstream.stream)
+            await self.upstream.aclose()
             self.upstream = None
 
     async def forward(self, request: h11.Request) -> bool:
@@ -267,280 +228,129 @@ class Forwarder:
         connection may carry another request. Raises :class:`BadRequest` or a
         :class:`TunnelError` before any answer was sent to the client."""
         target = absolute_target(request.target)
-        headers = list(request.headers.raw_items())
-        upgrade = b"upgrade" in _tokens(headers, b"connection") and any(
-            name.lower() == b"upgrade" for name, _ in headers
-        )
+        raw = list(request.headers.raw_items())
+        headers = text_headers(_end_to_end(raw))
+        upgrade = next((v for n, v in raw if n.lower() == b"upgrade"), None)
+        if upgrade is not None and b"upgrade" in _tokens(raw, b"connection"):
+            headers += [("Upgrade", upgrade.decode("latin-1")), ("Connection", "Upgrade")]
         if self.client_conn.they_are_waiting_for_100_continue:
-            await send(
-                self.client,
-                self.client_conn.send(h11.InformationalResponse(status_code=100, headers=[])),
-                self.timeout,
-                "the client",
-            )
+            await self._to_client(h11.InformationalResponse(status_code=100, headers=[]))
         clock = PhaseClock(self.route.connect_timeout)
         upstream = await self._upstream_for(target, clock)
-        body = _Body(self)
-        method = request.method.decode("ascii")
-        authenticator = self._authenticator(upstream, target, method)
-        authorization = authenticator.initial_authorization() if authenticator else None
-        while True:
-            try:
-                await self._send_head(upstream, request, target, headers, upgrade, authorization)
-                await body.send_to(upstream)
-                response = await self._response_head(upstream)
-            except ClosedBeforeAnswer:
-                if not (upstream.reused and body.replayable):
-                    raise
-                self._note(f"* {upstream.label} closed the kept connection; sending again")
-                upstream = await self._connect(upstream.route, target, clock)
-                authenticator = self._authenticator(upstream, target, method)
-                authorization = authenticator.initial_authorization() if authenticator else None
-                continue
-            if response.status_code != 407 or authenticator is None:
-                break
-            await self._drain(upstream)
-            reusable = upstream.conn.our_state is h11.DONE and upstream.conn.their_state is h11.DONE
-            reply = ProxyReply(
-                http_version=response.http_version.decode("ascii"),
-                status=407,
-                reason=response.reason.decode("latin-1"),
-                headers=tuple(_text(list(response.headers.raw_items()))),
-                body=b"",
-                reusable=reusable,
+        body = _ClientBody(self)
+        try:
+            upstream, response = await send_request(
+                upstream,
+                request.method.decode("ascii"),
+                target,
+                headers,
+                body,
+                route=self.route,
+                reconnect=lambda: self._connect(self._upstream_route, target, clock),
+                user_agent=False,  # the client's request, as it sent it
+                interim=self._relay_interim,
             )
-            noted = len(authenticator.notes)
-            try:
-                authorization = authenticator.respond(reply, connection_reusable=reusable)
-            finally:
-                self._trace_notes(authenticator.notes[noted:])
-            if not body.replayable:
-                raise ProxyAuthError(
-                    f"the proxy asked for authentication after a request body of more than "
-                    f"{REPLAY_LIMIT // 1024} KiB, which the local proxy does not keep to send "
-                    "again; retry the request (the connection may now be authenticated) or "
-                    "use CONNECT",
-                    headers=reply.headers,
-                )
-            if reusable:
-                upstream.conn.start_next_cycle()
-            else:
-                self._note("* The proxy closed the connection after 407; retrying on a new one")
-                await self.aclose()
-                upstream = await self._connect(upstream.proxy, target, clock)
-        if authenticator is not None and authenticator.scheme_used in _CONNECTION_BOUND:
-            upstream.authenticated = True
+        except ValueError as exc:  # h11 refuses to send it
+            raise BadRequest(400, f"cannot forward this request: {exc}") from None
+        except HandshakeError as exc:
+            raise ProxyProtocolError(str(exc)) from None
+        except ProxyAuthError as exc:
+            if body.replayable:
+                raise
+            raise ProxyAuthError(
+                f"{exc}: the local proxy keeps at most {REPLAY_LIMIT // 1024} KiB of a "
+                "request body to send again; retry the request (the connection may now be "
+                "authenticated) or use CONNECT",
+                headers=exc.headers,
+                body=exc.body,
+                schemes=exc.schemes,
+            ) from None
         return await self._relay_response(upstream, response)
 
     # -- the upstream connection ----------------------------------------------
 
-    async def _upstream_for(self, target: Target, clock: PhaseClock) -> _Upstream:
-        """The kept connection when it goes the same way, else a new one; PAC
-        routes are tried in order as for tunnels (unreachable: next)."""
-        decision = resolve_proxy(target.url, self.route.proxy, env=self.route.env)
-        self.route_label = str(decision)
-        if self.trace:
-            self.trace(f"* Route for {target.url}: {decision} ({decision.rule})")
-        routes = await _candidate_routes(decision, target, clock, self.trace)
-        failures: list[str] = []
-        for number, route in enumerate(routes, start=1):
+    async def _upstream_for(self, target: Target, clock: PhaseClock) -> HTTPConnection:
+        """The kept connection when the route goes the same way, else a new one."""
+        self.route_label = str(resolve_proxy(target.url, self.route.proxy, env=self.route.env))
+
+        async def reuse_or_connect(route: ProxyURL | None) -> HTTPConnection:
             current = self.upstream
-            if (
-                current is not None
-                and current.key == _key(route, target)
-                and current.conn.our_state is h11.IDLE
-                and current.conn.their_state is h11.IDLE
-            ):
+            if current is not None and self._upstream_key == _key(route, target) and current.idle:
                 self._note(f"* Re-using the connection to {current.label}")
-                current.reused = True
+                self.route_label = _label(route, target)
                 return current
-            try:
-                return await self._connect(route, target, clock)
-            except (DirectConnectError, ProxyConnectError) as exc:
-                if len(routes) == 1:
-                    raise
-                label = _label(route, target)
-                failures.append(f"{label}: {exc}")
-                self._note(f"* Route {number}/{len(routes)} {label} failed: {exc}")
-        summary = f"every route from {decision} failed: " + "; ".join(failures)
-        raise ProxyConnectError(summary)
+            return await self._connect(route, target, clock)
+
+        upstream, _ = await open_along_route(target, self.route, clock, reuse_or_connect)
+        return upstream
 
     async def _connect(
         self, route: ProxyURL | None, target: Target, clock: PhaseClock
-    ) -> _Upstream:
+    ) -> HTTPConnection:
         await self.aclose()
-        if route is not None and route.scheme in ("http", "https"):
-            stream = await connect_proxy(route, self.route, clock)
-            proxy: ProxyURL | None = route
-        else:
-            stream = await open_route_stream(target, replace(self.route, proxy=route), clock)
-            proxy = None
+        upstream = await open_connection(route, target, self.route, clock)
+        upstream.io_timeout = self.timeout  # a stuck upstream must not pin the client
+        self.upstream, self._upstream_route = upstream, route
+        self._upstream_key = _key(route, target)
         self.route_label = _label(route, target)
-        self.upstream = _Upstream(
-            _key(route, target), stream, h11.Connection(h11.CLIENT), proxy, route, self.route_label
+        return upstream
+
+    # -- the answer, to the client ------------------------------------------------
+
+    async def _to_client(self, event: h11.Event) -> None:
+        await send(self.client, self.client_conn.send(event), self.timeout, "the client")
+
+    async def _relay_interim(self, event: h11.InformationalResponse) -> None:
+        await self._to_client(
+            h11.InformationalResponse(
+                status_code=event.status_code,
+                headers=_end_to_end(list(event.headers.raw_items())),
+                reason=event.reason,
+            )
         )
-        return self.upstream
-
-    def _authenticator(
-        self, upstream: _Upstream, target: Target, method: str
-    ) -> ProxyAuthenticator | None:
-        proxy = upstream.proxy
-        if proxy is None:
-            return None
-        try:
-            return ProxyAuthenticator(
-                self.route.credentials_for(proxy),
-                authority=target.url,
-                method=method,
-                proxy_host=proxy.host,
-                schemes=self.route.proxy_auth_schemes,
-                # An NTLM-authenticated connection needs nothing more.
-                preemptive_basic=not upstream.authenticated,
-            )
-        except ValueError as exc:  # an unknown scheme name
-            raise ProxyConfigError(str(exc)) from None
-
-    # -- one exchange -------------------------------------------------------------
-
-    async def _send_head(
-        self,
-        upstream: _Upstream,
-        request: h11.Request,
-        target: Target,
-        headers: Headers,
-        upgrade: bool,
-        authorization: str | None,
-    ) -> None:
-        outgoing: list[tuple[str, str]] = [
-            ("Host", target.host_header),
-            *_text(_end_to_end(headers)),
-        ]
-        if upgrade:
-            value = next(v for n, v in headers if n.lower() == b"upgrade")
-            outgoing += [("Upgrade", value.decode("latin-1")), ("Connection", "Upgrade")]
-        if upstream.proxy is not None:
-            outgoing += self.route.proxy_headers
-            if authorization is not None:
-                outgoing.append(("Proxy-Authorization", authorization))
-        request_target = target.url if upstream.proxy is not None else target.resource
-        method = request.method.decode("ascii")
-        trace_head(self.trace, ">", f"{method} {request_target} HTTP/1.1", outgoing)
-        try:
-            data = upstream.conn.send(
-                h11.Request(method=method, target=request_target, headers=outgoing)
-            )
-        except h11.LocalProtocolError as exc:
-            raise BadRequest(400, f"cannot forward this request: {exc}") from None
-        await send(upstream.stream, data, self.timeout, upstream.label)
-
-    async def _response_head(self, upstream: _Upstream) -> h11.Response | h11.InformationalResponse:
-        while True:
-            try:
-                event = await receive(upstream.conn, upstream.stream, self.timeout, upstream.label)
-            except h11.RemoteProtocolError as exc:
-                raise ProxyProtocolError(f"malformed answer from {upstream.label}: {exc}") from None
-            if isinstance(event, h11.ConnectionClosed):
-                raise ConnectionLostError(
-                    f"{upstream.label} closed the connection without answering"
-                )
-            if not isinstance(event, (h11.Response, h11.InformationalResponse)):
-                raise ProxyProtocolError(f"unexpected answer from {upstream.label}: {event!r}")
-            trace_head(
-                self.trace,
-                "<",
-                f"HTTP/{event.http_version.decode()} {event.status_code} "
-                f"{event.reason.decode('latin-1')}",
-                _text(list(event.headers.raw_items())),
-            )
-            if isinstance(event, h11.Response) or event.status_code == 101:
-                return event
-            if event.status_code != 100:  # 100 Continue was ours to give
-                await send(
-                    self.client,
-                    self.client_conn.send(
-                        h11.InformationalResponse(
-                            status_code=event.status_code,
-                            headers=_end_to_end(list(event.headers.raw_items())),
-                            reason=event.reason,
-                        )
-                    ),
-                    self.timeout,
-                    "the client",
-                )
-
-    async def _drain(self, upstream: _Upstream) -> None:
-        """Read a 407's body to its end (kept nowhere)."""
-        while True:
-            event = await receive(upstream.conn, upstream.stream, self.timeout, upstream.label)
-            if isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                return
 
     async def _relay_response(
-        self, upstream: _Upstream, response: h11.Response | h11.InformationalResponse
+        self, upstream: HTTPConnection, response: h11.Response | h11.InformationalResponse
     ) -> bool:
         self.status = response.status_code
         raw = list(response.headers.raw_items())
         if response.status_code == 101:
             upgrade = next((v for n, v in raw if n.lower() == b"upgrade"), b"")
             headers = [*_end_to_end(raw), (b"Upgrade", upgrade), (b"Connection", b"Upgrade")]
-            await send(
-                self.client,
-                self.client_conn.send(
-                    h11.InformationalResponse(
-                        status_code=101, headers=headers, reason=response.reason
-                    )
-                ),
-                self.timeout,
-                "the client",
+            await self._to_client(
+                h11.InformationalResponse(status_code=101, headers=headers, reason=response.reason)
             )
             self.switched = True
             client = prefixed(self.client, self.client_conn.trailing_data[0])
-            origin = prefixed(upstream.stream, upstream.conn.trailing_data[0])
+            origin = prefixed(upstream.stream, upstream.http.trailing_data[0])
             self.upstream = None
             result = await join(client, origin, idle_timeout=self.timeout)
             self.bytes_up += result.a_to_b
             self.bytes_down += result.b_to_a
             return False
-        await send(
-            self.client,
-            self.client_conn.send(
-                h11.Response(
-                    status_code=response.status_code,
-                    headers=_end_to_end(raw),
-                    reason=response.reason,
-                )
-            ),
-            self.timeout,
-            "the client",
+        await self._to_client(
+            h11.Response(
+                status_code=response.status_code, headers=_end_to_end(raw), reason=response.reason
+            )
         )
         while True:
-            event = await receive(upstream.conn, upstream.stream, self.timeout, upstream.label)
+            try:
+                event = await upstream.next_event()
+            except HandshakeError as exc:
+                raise ProxyProtocolError(str(exc)) from None
             if isinstance(event, h11.Data):
                 self.bytes_down += len(event.data)
-                await send(self.client, self.client_conn.send(event), self.timeout, "the client")
+                await self._to_client(event)
             elif isinstance(event, h11.EndOfMessage):
-                await send(
-                    self.client,
-                    self.client_conn.send(h11.EndOfMessage()),
-                    self.timeout,
-                    "the client",
-                )
+                await self._to_client(h11.EndOfMessage())
                 break
-            else:
-                raise ConnectionLostError(f"{upstream.label} ended the answer early")
-        if upstream.conn.our_state is h11.DONE and upstream.conn.their_state is h11.DONE:
-            upstream.conn.start_next_cycle()
-        else:
+        if not upstream.finish_exchange():
             await self.aclose()
         return self.client_conn.our_state is h11.DONE and self.client_conn.their_state is h11.DONE
 
     def _note(self, line: str) -> None:
         if self.trace:
             self.trace(line)
-
-    def _trace_notes(self, notes: list[str]) -> None:
-        for note in notes:
-            self._note(f"* {note}")
 
 
 def _key(route: ProxyURL | None, target: Target) -> tuple[object, ...]:

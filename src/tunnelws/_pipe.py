@@ -60,6 +60,8 @@ class JoinResult:
 
 
 def can_half_close(stream: trio.abc.Stream) -> bool:
+    """Whether ``stream`` (under any :class:`PrefixedStream`) can send an EOF
+    and keep reading."""
     if isinstance(stream, PrefixedStream):
         return can_half_close(stream.inner)
     return isinstance(stream, trio.abc.HalfCloseableStream)

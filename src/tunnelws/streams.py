@@ -10,10 +10,15 @@ bytes itself (the companion test proxy does).
 :func:`prefixed`
     ``prefixed(stream, leftover)``: ``stream`` with ``leftover`` in front, or
     ``stream`` itself when there is nothing left over.
+
+:func:`can_half_close`
+    Whether ``stream`` (under any :class:`PrefixedStream`) can send an EOF
+    and keep reading: a relay passes a peer's half-close on only then.
 """
 
 from __future__ import annotations
 
+from ._pipe import can_half_close
 from ._transport import PrefixedStream, prefixed
 
-__all__ = ["PrefixedStream", "prefixed"]
+__all__ = ["PrefixedStream", "can_half_close", "prefixed"]

@@ -74,6 +74,12 @@ def register(subparsers: Any) -> None:
         help="CMD exits with tunnelws's exit codes: check failure categories",
     )
     runner.add_argument(
+        "--fallback",
+        action="store_true",
+        help="CMD has tunnelws's HTTP fallback: judge it on the fallback's expectations "
+        "where a scenario has one (the built-in client has it)",
+    )
+    runner.add_argument(
         "--fail-on-skip",
         action="store_true",
         help="exit 1 when a scenario is skipped (default under CI=true)",
@@ -109,7 +115,7 @@ def _list() -> int:
             section = scenario.section
             print(f"\n{section}")
         needs = f"  [needs {', '.join(scenario.requires)}]" if scenario.requires else ""
-        print(f"  {scenario.id:26} {scenario.expect:22} {scenario.network}{needs}")
+        print(f"  {scenario.id:26} {scenario.expect_both:22} {scenario.network}{needs}")
     return EXIT_OK
 
 
@@ -134,7 +140,10 @@ def _run(args: argparse.Namespace) -> int:
         command = command[1:]
     if command:
         client = ClientSpec(
-            args.name or Path(command[0]).name, tuple(command), exit_codes=args.exit_codes
+            args.name or Path(command[0]).name,
+            tuple(command),
+            exit_codes=args.exit_codes,
+            fallback=args.fallback,
         )
     else:
         client = builtin_client(args.name or "tunnelws")

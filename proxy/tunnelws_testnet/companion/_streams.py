@@ -1,5 +1,6 @@
 """Small stream helpers: finding the socket, resets, replies. Replaying bytes
-read past a request head is the client's public PrefixedStream, shared."""
+read past a request head (PrefixedStream) and whether a stream can be
+half-closed are the client's public ``tunnelws.streams``, shared."""
 
 from __future__ import annotations
 
@@ -9,9 +10,16 @@ import struct
 
 import trio
 
-from tunnelws.streams import PrefixedStream, prefixed
+from tunnelws.streams import PrefixedStream, can_half_close, prefixed
 
-__all__ = ["PrefixedStream", "abort_stream", "prefixed", "send_reply", "socket_stream_of"]
+__all__ = [
+    "PrefixedStream",
+    "abort_stream",
+    "can_half_close",
+    "prefixed",
+    "send_reply",
+    "socket_stream_of",
+]
 
 
 def socket_stream_of(stream: trio.abc.Stream) -> trio.SocketStream | None:
@@ -24,12 +32,6 @@ def socket_stream_of(stream: trio.abc.Stream) -> trio.SocketStream | None:
         current = getattr(current, "transport_stream", None) or getattr(current, "inner", None)
         seen += 1
     return None
-
-
-def can_half_close(stream: trio.abc.Stream) -> bool:
-    if isinstance(stream, PrefixedStream):
-        return can_half_close(stream.inner)
-    return isinstance(stream, trio.abc.HalfCloseableStream)
 
 
 async def abort_stream(stream: trio.abc.Stream) -> None:

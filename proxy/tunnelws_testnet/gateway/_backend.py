@@ -66,6 +66,9 @@ def backend_application(config: GatewayConfig, client: str) -> Application:
                 connect_timeout=config.connect_timeout,
                 close_timeout=config.close_timeout,
                 max_message_size=config.fallback.limits.max_message_size,
+                # The backend is a WebSocket server by definition: a failed
+                # upgrade is its answer, not a path for the fallback.
+                fallback="never",
             ) as ws:
                 task_status.started(Accepted(subprotocol=ws.subprotocol))
                 started = True

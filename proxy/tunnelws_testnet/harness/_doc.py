@@ -24,7 +24,7 @@ _SOCKS = (ProxyKind.SOCKS5, ProxyKind.MICROSOCKS)
 
 def correct_client(scenario: Scenario) -> str:
     """What a correct client does, and what the network must have seen."""
-    parts = [scenario.expect]
+    parts = [scenario.expect_both]
     if scenario.time_limit != _DEFAULTS["time_limit"]:
         parts[0] += f" (limit {scenario.time_limit:g} s)"
     target = scenario.expect_connect_target

@@ -30,7 +30,8 @@ FLAG_DESCRIPTIONS = {
     "direct-attempt": "connected (or tried) around the configured proxy",
     "local-dns": "looked the origin up in DNS although the proxy resolves names",
     "credentials-at-origin": "proxy credentials reached the origin",
-    "absolute-form": "sent an absolute-form request (GET ws://...) instead of CONNECT",
+    "absolute-form": "sent its WebSocket upgrade as an absolute-form request (GET ws://...) "
+    "instead of CONNECT",
     "auth-loop": "more CONNECT attempts than one authenticated connection needs "
     f"({MAX_CONNECTS}; NTLM 3)",
 }
@@ -107,17 +108,6 @@ def request_host(target: str) -> str | None:
         return None
 
 
-def _websocket_forwarded(request: ProxyRequest, scenario: Scenario) -> bool:
-    """An absolute-form request for the WebSocket URL itself (``GET ws://…/echo``),
-    not a plain HTTP request through the proxy (an HTTP fallback's, under the
-    URL's path), which is how HTTP is meant to pass a proxy."""
-    if not request.absolute_form:
-        return False
-    scheme, _, rest = request.target.partition("://")
-    path = "/" + rest.partition("/")[2].partition("?")[0]
-    return scheme in ("ws", "wss") or path == urlsplit(scenario.url).path
-
-
 def flags_for(scenario: Scenario, observation: Observation) -> list[str]:
     """Network-side flags: things a client must never do.
 
@@ -131,7 +121,8 @@ def flags_for(scenario: Scenario, observation: Observation) -> list[str]:
         flags.append("local-dns")
     if observation.credentials_at_origin:
         flags.append("credentials-at-origin")
-    if scenario.configure_proxy and any(_websocket_forwarded(r, scenario) for r in for_origin):
+    # The HTTP fallback's requests are absolute-form by design, not a mistake.
+    if scenario.configure_proxy and any(r.absolute_form and not r.fallback for r in for_origin):
         flags.append("absolute-form")
     if sum(1 for r in for_origin if r.method == "CONNECT") > scenario.max_connects:
         flags.append("auth-loop")

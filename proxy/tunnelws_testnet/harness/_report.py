@@ -199,7 +199,7 @@ def report_html(runs: list[dict[str, Any]]) -> str:
                 f"<tr class='section-row'><th colspan='{3 + len(clients)}'>{esc(section)}</th></tr>"
             )
         network = scenario.network if scenario else ""
-        expect = scenario.expect if scenario else ""
+        expect = scenario.expect_both if scenario else ""
         out.append(f"<tr><td>{esc(sid)}</td><td>{esc(network)}</td><td>{esc(expect)}</td>")
         for client in clients:
             result = by_client[client].get(sid)

@@ -82,13 +82,16 @@ class ClientSpec:
     name: str
     argv: tuple[str, ...]
     exit_codes: bool = False
+    # The client has tunnelws's HTTP fallback: judged on the scenarios'
+    # ``expect_with_fallback`` where they have one.
+    fallback: bool = False
 
 
 def builtin_client(name: str = "tunnelws") -> ClientSpec:
     """tunnelws's own client (``tunnelws_testnet.harness.clients.tunnelws_client``),
-    which exits with tunnelws's codes."""
+    which exits with tunnelws's codes and falls back to HTTP by default."""
     argv = (sys.executable, "-m", "tunnelws_testnet.harness.clients.tunnelws_client")
-    return ClientSpec(name, argv, exit_codes=True)
+    return ClientSpec(name, argv, exit_codes=True, fallback=True)
 
 
 @dataclass
@@ -194,7 +197,7 @@ async def run_client(
             on_start(index, scenario)
         reason = check_prerequisites(scenario)
         if reason is not None:
-            result = _skeleton(scenario, "skipped", [reason])
+            result = _skeleton(client, scenario, "skipped", [reason])
         else:
             if ca is None:
                 ca = make_harness_ca(workdir / "ca")
@@ -205,12 +208,14 @@ async def run_client(
     return RunResult(client.name, list(client.argv), started, time.monotonic() - begin, results)
 
 
-def _skeleton(scenario: Scenario, verdict: str, reasons: list[str]) -> ScenarioResult:
+def _skeleton(
+    client: ClientSpec, scenario: Scenario, verdict: str, reasons: list[str]
+) -> ScenarioResult:
     return ScenarioResult(
         scenario=scenario.id,
         catalogue_id=scenario.catalogue_id,
         section=scenario.section,
-        expect=scenario.expect,
+        expect=scenario.expect_for(fallback=client.fallback),
         verdict=verdict,
         extension=None if scenario.extension is None else scenario.extension.value,
         reasons=reasons,
@@ -230,7 +235,7 @@ async def run_scenario(
     client: ClientSpec, scenario: Scenario, *, ca: HarnessCA, directory: Path
 ) -> ScenarioResult:
     """Build ``scenario``, run ``client`` in it once, and judge the run."""
-    result = _skeleton(scenario, "error", [])
+    result = _skeleton(client, scenario, "error", [])
     message = _message(scenario)
     setup_start = time.monotonic()
     try:
@@ -313,9 +318,11 @@ def _judge(
     if client.exit_codes and code is not None and code > 0:
         result.category = CATEGORY_BY_EXIT_CODE.get(code)
     passed = code == 0 and echoed and not result.timed_out
+    expect = scenario.expect_for(fallback=client.fallback)
+    expected_category = expect.partition(":")[2] or None
     if result.timed_out:
         reasons.append(f"still running after the {scenario.time_limit:g} s limit (killed)")
-    elif scenario.expects_pass:
+    elif expect == "pass":
         if code != 0:
             reasons.append(
                 f"expected pass, client exited with status {code}"
@@ -332,12 +339,12 @@ def _judge(
                 )
             )
     elif code == 0:
-        reasons.append(f"expected {scenario.expect}, but the client exited 0")
-    elif client.exit_codes and scenario.expected_category is not None:
-        expected_code = EXIT_CODES[scenario.expected_category]
+        reasons.append(f"expected {expect}, but the client exited 0")
+    elif client.exit_codes and expected_category is not None:
+        expected_code = EXIT_CODES[expected_category]
         if code != expected_code:
             reasons.append(
-                f"expected category {scenario.expected_category} (exit {expected_code}), "
+                f"expected category {expected_category} (exit {expected_code}), "
                 f"got exit {code}" + (f" ({result.category})" if result.category else "")
             )
     result.flags = flags_for(scenario, observation)

@@ -244,10 +244,26 @@ class Scenario:
     group: str = ""  # catalogue id this scenario belongs to (default: its id)
     # The tunnelws convention it tests, if any (None: standard behaviour).
     extension: Extension | None = None
+    # What a correct client with tunnelws's HTTP fallback does, where it
+    # differs from ``expect`` (which stays the native-only expectation).
+    expect_with_fallback: str | None = None
 
     @property
     def catalogue_id(self) -> str:
         return self.group or self.id
+
+    def expect_for(self, *, fallback: bool) -> str:
+        """The expectation a client is judged on: with an HTTP fallback, or native only."""
+        if fallback and self.expect_with_fallback is not None:
+            return self.expect_with_fallback
+        return self.expect
+
+    @property
+    def expect_both(self) -> str:
+        """Both expectations in words, where they differ (tables, listings)."""
+        if self.expect_with_fallback is None:
+            return self.expect
+        return f"{self.expect}; with a fallback: {self.expect_with_fallback}"
 
     @property
     def score(self) -> str:
@@ -291,6 +307,7 @@ _D = "D. Proxy policy and quirks"
 _E = "E. Transparent and intercepting proxies"
 _F = "F. Faults while connected"
 _G = "G. Other proxy kinds and configuration"
+_H = "H. WebSocket blocked, HTTP passes"
 _COMPANION = ProxySpec()
 _CREDENTIALS = (AUTH_USER, AUTH_PASSWORD)
 _BASIC = ProxySpec(options=("--auth", f"{AUTH_USER}:{AUTH_PASSWORD}"), auth=_CREDENTIALS)
@@ -514,6 +531,7 @@ CATALOGUE: tuple[Scenario, ...] = (
         _D,
         "squid, CONNECT only to 443; ws:// on 8080",
         "fail:proxy-refused",
+        expect_with_fallback="pass",  # squid forwards plain requests to 8080
         proxy=ProxySpec(kind=ProxyKind.SQUID),
         requires=("squid",),
         group="ports-443-only",
@@ -606,6 +624,7 @@ CATALOGUE: tuple[Scenario, ...] = (
         _E,
         "no proxy configured; port 80 redirected to a proxy that strips Upgrade; ws:// on 80",
         "fail:handshake",
+        expect_with_fallback="pass",  # plain requests pass the filter
         origin_port=80,
         firewall=Firewall.TRANSPARENT_80,
         proxy=ProxySpec(options=("--transparent", "--strip-upgrade")),
@@ -771,6 +790,64 @@ CATALOGUE: tuple[Scenario, ...] = (
         extension=Extension.PAC_URL,
         expect_connects=1,
         expect_connect_target=f"{ORIGIN_ADDRESS}:8080",
+    ),
+    # H. WebSocket blocked, HTTP passes: the origin offers the HTTP fallback
+    # (docs/fallback-protocol.md) on /echo; clients without one fail natively.
+    Scenario(
+        "forward-only-ws",
+        _H,
+        "proxy refuses every CONNECT (405) and strips Upgrade: only forwarded HTTP passes",
+        "fail:proxy-refused",
+        expect_with_fallback="pass",
+        proxy=_quirk("--profile", "forward-only"),
+        extension=Extension.HTTP_FALLBACK,
+    ),
+    Scenario(
+        "squid-default-ws",
+        _H,
+        "companion as squid's stock squid.conf: CONNECT only to 443, forwarded requests to "
+        "Safe_ports, Upgrade stripped; ws:// on 8080",
+        "fail:proxy-refused",
+        expect_with_fallback="pass",
+        proxy=_quirk("--profile", "squid-default"),
+        extension=Extension.HTTP_FALLBACK,
+    ),
+    Scenario(
+        "intercept-no-upgrade",
+        _H,
+        "explicit proxy re-signs TLS (CA trusted) and strips Upgrade inside it; wss://",
+        "fail:handshake",
+        expect_with_fallback="pass",
+        scheme="wss",
+        proxy=ProxySpec(
+            options=("--strip-upgrade",), intercept=True, client_trusts_intercept_ca=True
+        ),
+        # No authentication here: the fallback over wss:// opens one tunnel
+        # per HTTP connection, and this proxy closes each after one request.
+        max_connects=16,
+        extension=Extension.HTTP_FALLBACK,
+    ),
+    Scenario(
+        "buffering-proxy",
+        _H,
+        "forward-only proxy holding every response until 1 MiB or its end (long-polling needed)",
+        "fail:proxy-refused",
+        expect_with_fallback="pass",
+        proxy=_quirk("--profile", "buffering"),
+        time_limit=12.0,
+        extension=Extension.HTTP_FALLBACK,
+    ),
+    Scenario(
+        "request-time-limit",
+        _H,
+        "forward-only proxy closing every forwarded request after 2 s; the client idles 5 s "
+        "between messages",
+        "fail:proxy-refused",
+        expect_with_fallback="pass",
+        proxy=_quirk("--profile", "forward-only", "--request-time-limit", "2"),
+        idle=5.0,
+        time_limit=14.0,
+        extension=Extension.HTTP_FALLBACK,
     ),
 )
 

@@ -34,6 +34,7 @@ from ._kind import (
     PeerStartError,
     PeerUnavailableError,
     ProxyRequest,
+    is_fallback_target,
     json_records,
 )
 from ._microsocks import Microsocks, parse_microsocks_log
@@ -73,6 +74,7 @@ __all__ = [
     "alive",
     "find_binary",
     "free_port",
+    "is_fallback_target",
     "json_records",
     "listening",
     "open_proxy",

@@ -9,6 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
+
+from tunnelws.fallback import FallbackProtocolError, parse_fallback_path
 
 from ._process import find_binary, listening, tail
 
@@ -20,6 +23,7 @@ __all__ = [
     "PeerUnavailableError",
     "ProxyRequest",
     "check_config_safe",
+    "is_fallback_target",
     "json_records",
     "missing_binary",
     "require_binary",
@@ -47,6 +51,21 @@ class ProxyRequest:
     @property
     def absolute_form(self) -> bool:
         return self.method != "CONNECT" and "://" in self.target
+
+    @property
+    def fallback(self) -> bool:
+        """An HTTP fallback request (``POST http://host/echo/_tunnelws/1/open``):
+        absolute form is how those are meant to reach a forwarding proxy."""
+        return self.absolute_form and is_fallback_target(self.target)
+
+
+def is_fallback_target(target: str) -> bool:
+    """Whether a request target (absolute URL or path) is for a fallback endpoint."""
+    path = urlsplit(target).path if "://" in target else target
+    try:
+        return parse_fallback_path(path) is not None
+    except FallbackProtocolError:
+        return True  # the fallback's path, another version of it
 
 
 LogParser = Callable[[str], list[ProxyRequest]]

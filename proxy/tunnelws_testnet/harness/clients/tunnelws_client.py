@@ -6,7 +6,8 @@ Reads ``TUNNELWS_URL`` and ``TUNNELWS_MESSAGE`` (repeated
 prints the echo. With ``TUNNELWS_IDLE`` it then stays connected and idle that
 many seconds (listening, so a lost connection is noticed at once), sends the
 message again and prints the second echo. Everything else is tunnelws's
-defaults, whatever the scenario (keepalive pings every 20 s included). It
+defaults, whatever the scenario (keepalive pings every 20 s and the HTTP
+fallback included; ``--fallback never``: native WebSocket only). It
 exits 0 when every echo came back. On failure it prints the error on stderr
 and exits with the error's tunnelws exit code, so the harness can check the
 failure category.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Literal
 
 import trio
 
@@ -30,12 +32,12 @@ def _text(message: str | bytes) -> str:
     return message if isinstance(message, str) else message.decode("utf-8", errors="replace")
 
 
-async def exchange() -> None:
+async def exchange(fallback: Literal["auto", "never", "only"]) -> None:
     url = os.environ["TUNNELWS_URL"]
     message = os.environ["TUNNELWS_MESSAGE"] * int(os.environ.get("TUNNELWS_MESSAGE_REPEAT", "1"))
     idle = float(os.environ.get("TUNNELWS_IDLE", "0"))
     connect_timeout = float(os.environ.get("TUNNELWS_CONNECT_TIMEOUT", "10"))
-    async with open_websocket(url, connect_timeout=connect_timeout) as ws:
+    async with open_websocket(url, connect_timeout=connect_timeout, fallback=fallback) as ws:
         await ws.send(message)
         print(_text(await ws.receive()), flush=True)
         if idle:
@@ -46,9 +48,13 @@ async def exchange() -> None:
             print(_text(await ws.receive()), flush=True)
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    # ``--fallback never``: the same client natively only (the harness's own
+    # tests judge it as a client without the fallback).
+    native_only = argv == ["--fallback", "never"]
+    fallback: Literal["auto", "never", "only"] = "never" if native_only else "auto"
     try:
-        trio.run(exchange)
+        trio.run(exchange, fallback)
     except TunnelError as exc:
         print(f"tunnelws: {exc.category}: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -59,4 +65,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
