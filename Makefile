@@ -65,6 +65,7 @@ bench: $(STAMP) $(PX_STAMP)
 	$(BIN)/python benchmarks/relay.py
 	$(BIN)/python benchmarks/local_proxy.py
 	$(BIN)/python benchmarks/scale.py
+	$(BIN)/python benchmarks/micro.py
 
 clean:
 	rm -rf $(VENV) $(MITM_VENV) $(PX_VENV) $(NODE_ADAPTER)/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -255,6 +255,9 @@ ERROR_LABELS: tuple[tuple[str, str], ...] = (
         "dns",
     ),
     (r"not supported|isn't supported|unsupported|NO_SUPPORTED_PROXIES", "unsupported"),
+    (r"InvalidURL|Invalid URL", "bad proxy URL"),
+    (r"ERR_SOCKS_CONNECTION_FAILED", "socks"),
+    (r"Server disconnected|Proxy connection ended", "closed"),
     (r"ERR_PROXY_CONNECTION_FAILED", "proxy unreachable"),
     (r"timed? ?out|TimeoutError|ETIMEDOUT|ERR_TIMED_OUT", "timeout"),
     (r"ECONNREFUSED|Connection refused|ERR_CONNECTION_REFUSED", "refused"),
@@ -326,6 +329,8 @@ def proxy_log_events(result: Result) -> list[dict[str, Any]]:
 def _is_origin(target: str, result: Result) -> bool:
     """Whether a proxy request's target (``host:port`` or an absolute URL) is the origin."""
     origin = urlsplit(str(result.get("url", "")))
+    if target.startswith("/"):  # origin-form: a transparent proxy's view of the origin
+        return True
     if "://" in target:
         return urlsplit(target).hostname == origin.hostname
     host = target.rsplit(":", 1)[0].strip("[]")
@@ -504,7 +509,7 @@ def _pac(evidence: Evidence) -> Explanation | None:
     if not pac or origin_requests(result):
         return None
     headline = "takes no PAC file from `pac+…` in the proxy variables: it never reached the proxy"
-    if translations(result):
+    if any("pac" in what for what in translations(result)):
         headline = "given the PAC file its own way (translated), it still never reached the proxy"
     server_log = evidence.artifact("pac-server.out")
     if re.search(r'"CONNECT ', server_log):
@@ -545,7 +550,50 @@ def _absolute_form(evidence: Evidence) -> Explanation | None:
         "absolute-form" in background_flags(result)
     ):
         return None
-    return ("asks the proxy for `GET ws://…` (absolute form) instead of a CONNECT tunnel", "")
+    return (
+        "asks the proxy for `GET ws://…` (absolute form) instead of a CONNECT tunnel, which "
+        "the proxy refuses (400): every `ws://` scenario through the proxy",
+        "",
+    )
+
+
+# Node's and OpenSSL's words for a certificate checked against the wrong name.
+_NAME_MISMATCH = re.compile(
+    r"Host: (?P<host>[^ ]+?)\.? is not in the cert's altnames|Cert does not contain a DNS name"
+)
+
+
+def _certificate_name(evidence: Evidence) -> Explanation | None:
+    found = _NAME_MISMATCH.search(last_error(evidence.result))
+    if not found or evidence.result["expect"] != "pass":
+        return None
+    origin = urlsplit(str(evidence.result.get("url", ""))).hostname
+    checked = found.group("host") or "a host name"
+    return (
+        f"checks the origin's TLS certificate against the wrong name ({checked}, not the "
+        f"origin's `{origin}`), so a correct certificate fails",
+        _clip(last_error(evidence.result), 140),
+    )
+
+
+def _socks_without_credentials(evidence: Evidence) -> Explanation | None:
+    said = "Unauthorized SOCKS"  # pproxy's log line for a client without the password
+    if not any(said in line for line in evidence.result.get("proxy_log") or []):
+        return None
+    return (f"gives the SOCKS proxy no credentials: the server logged `{said}`", "")
+
+
+def _http_to_socks(evidence: Evidence) -> Explanation | None:
+    result = evidence.result
+    scheme = [str(v) for v in (result.get("env") or {}).values() if str(v).startswith("socks")]
+    said = "Unsupported protocol"  # pproxy's log line for bytes that are not SOCKS
+    if not scheme or not any(said in line for line in result.get("proxy_log") or []):
+        return None
+    return (
+        "speaks HTTP to the SOCKS proxy in the proxy variables (`socks5h://…`): "
+        f"the SOCKS server logged `{said}`",
+        "",
+    )
 
 
 def _bare_ipv6(evidence: Evidence) -> Explanation | None:
@@ -573,6 +621,13 @@ def _auth(evidence: Evidence) -> Explanation | None:
     if not all(r.get("status") == 407 for r in connects):
         return None
     events = [e for e in proxy_log_events(result) if e.get("status") == 407]
+    scenario_spec = SCENARIOS.get(evidence.scenario)
+    if scenario_spec is not None and scenario_spec.proxy and scenario_spec.proxy.kerberos:
+        return (
+            "no Negotiate (Kerberos) proxy authentication: with a ticket in its cache "
+            "(`KRB5CCNAME`) it never answered the proxy's 407",
+            "",
+        )
     if not any(e.get("credentials") for e in events):
         return ("no proxy authentication: it never sent credentials, the 407 was final", "")
     details = sorted({str(e["detail"]) for e in events if e.get("detail")})
@@ -692,6 +747,9 @@ EXPLAINERS: tuple[Explainer, ...] = (
     _no_proxy,
     _ignored_proxy,
     _absolute_form,
+    _http_to_socks,
+    _socks_without_credentials,
+    _certificate_name,
     _bare_ipv6,
     _auth,
     _https_proxy,
@@ -740,6 +798,37 @@ _WEBSOCKETS_NOTES = (
     ),
 )
 
+# wss:// scenarios with an IP-literal origin behind an HTTP(S) proxy.
+_IP_ORIGIN_WSS = (
+    "proxy-wss",
+    "https-proxy",
+    "ports-443-only-wss",
+    "tls-intercept-trusted",
+    "pac-http-failover",
+)
+_HTTPS_PROXY_AGENT_NAME = (
+    "For an IP-literal origin `https-proxy-agent` (also inside `proxy-agent`) calls "
+    "`tls.connect()` with neither `servername` (`setServernameFromNonIpHost`: none for an "
+    "IP) nor `host` (omitted), so Node checks the origin's certificate against `localhost`, "
+    "as the error says: a correct certificate fails, and one for `localhost` would pass."
+)
+_NODE_TRUST = (
+    "Node verifies with its own bundled CA list plus `NODE_EXTRA_CA_CERTS`, not the "
+    "system's store in `/etc/ssl` (unless started with `--use-openssl-ca`)."
+)
+_WS_THROUGH_PROXY = (
+    "proxy-ws",
+    "auth-basic",
+    "auth-negotiate",
+    "proxy-http10",
+    "idle-timeout",
+)
+_AIOHTTP_FORWARDS_WS = (
+    "`TCPConnector._create_proxy_connection()` sends CONNECT only when `req.is_ssl()` "
+    "(`https`, `wss`); a `ws://` request goes to the proxy as a forward request, "
+    "`GET ws://…` with the upgrade headers."
+)
+
 SOURCE_NOTES = (
     *(
         SourceNote(client, scenarios, text)
@@ -753,13 +842,78 @@ SOURCE_NOTES = (
         "`https_proxy`/`http_proxy` to `HttpsProxyAgent` as its README shows, so "
         "`ALL_PROXY` and `no_proxy` are never consulted.",
     ),
+    *(
+        SourceNote(client, frozenset(_IP_ORIGIN_WSS), _HTTPS_PROXY_AGENT_NAME)
+        for client in ("node-ws", "node-proxy-agent")
+    ),
+    *(
+        SourceNote(client, frozenset({"tls-intercept-system-store"}), _NODE_TRUST)
+        for client in ("node-ws", "node-proxy-agent")
+    ),
+    SourceNote(
+        "node-proxy-agent",
+        frozenset({"no-proxy-cidr"}),
+        "proxy-from-env's `shouldProxy()` matches `no_proxy` entries as names, suffixes "
+        "(`.corp.test`, `*.corp.test`) and ports: a CIDR never matches.",
+    ),
+    SourceNote(
+        "node-proxy-agent",
+        frozenset({"pac-wpad"}),
+        "`proxy-agent` knows the proxy URL schemes http, https, socks* and "
+        "pac+data/file/ftp/http/https: `pac+wpad:` is none of them (no WPAD discovery).",
+    ),
+    *(
+        SourceNote(client, frozenset(_WS_THROUGH_PROXY), _AIOHTTP_FORWARDS_WS)
+        for client in ("aiohttp", "aiohttp-proxy-arg")
+    ),
     SourceNote(
         "aiohttp",
-        frozenset({"proxy-ws", "proxy-wss", "https-proxy"}),
-        "aiohttp picks the proxy by the URL's scheme (`helpers.get_env_proxy_for_url`: "
-        "`proxies_in_env[url.scheme]`): for `ws://`/`wss://` only `ws_proxy`/`wss_proxy` "
-        "count, never `http(s)_proxy` or `ALL_PROXY`; it drops `https://` proxy URLs with "
-        "a warning (`proxies_from_env`).",
+        frozenset({"proxy-env-all", "https-proxy", "socks5h-proxy-variables"}),
+        "With `trust_env` aiohttp reads `helpers.proxies_from_env()`: only the `http`, "
+        "`https`, `ws` and `wss` keys of `urllib.request.getproxies()` (never `ALL_PROXY`), "
+        "picked by the URL's scheme; it drops `https://` proxy URLs with a warning "
+        "(\"HTTPS proxies … are not supported, ignoring\") and has no SOCKS client, so a "
+        "`socks5h://` URL is spoken to as an HTTP proxy.",
+    ),
+    SourceNote(
+        "aiohttp-proxy-arg",
+        frozenset({"no-proxy-name", "no-proxy-cidr"}),
+        "`ClientSession._request()` uses a `proxy=` as given for every URL; `no_proxy` "
+        "(`proxy_bypass`) applies only to proxies it reads from the environment.",
+    ),
+    SourceNote(
+        "chromium",
+        frozenset({"auth-basic", "auth-407-close", "auth-digest", "auth-ntlm"}),
+        "Chromium takes no proxy credentials on its command line, and headless it has no "
+        "dialog to ask; playwright's `username`/`password` answer challenges for page loads, "
+        "not for a WebSocket's CONNECT. Negotiate needs no password: with the Kerberos "
+        "ticket in `KRB5CCNAME` chromium passes auth-negotiate.",
+    ),
+    SourceNote(
+        "chromium",
+        frozenset({"socks5h", "socks5h-microsocks", "socks5h-proxy-variables"}),
+        "Chromium's SOCKS5 client has no user name and password authentication "
+        "(RFC 1929), and these SOCKS servers demand it.",
+    ),
+    SourceNote(
+        "chromium",
+        frozenset({"pac-failover"}),
+        "Given `--proxy-pac-url=file://…`, chromium did not use the PAC file and went "
+        "direct; over `http://` (pac-http-failover) and by WPAD (`--proxy-auto-detect`, "
+        "pac-wpad) it follows the same PAC file correctly.",
+    ),
+    SourceNote(
+        "chromium",
+        frozenset({"tls-intercept-system-store"}),
+        "On Linux chromium trusts its own root store plus the NSS database "
+        "(`~/.pki/nssdb`, where the adapter installs the CA bundle of the other scenarios), "
+        "not `/etc/ssl`.",
+    ),
+    SourceNote(
+        "chromium",
+        frozenset({"blocked-blackhole", "proxy-silent"}),
+        "The page's `new WebSocket(url)` takes no timeout (the adapter has none to pass), "
+        "and chromium waits longer than the scenario's 10 s limit.",
     ),
     SourceNote(
         "websocket-client",
@@ -1083,7 +1237,7 @@ def render(
         "`tunnelws[kerberos]`), `npm ci` in `proxy/adapters/node_ws` and "
         "`sh tests/install-system-deps.sh` (squid, tinyproxy, microsocks, chromium, certutil, "
         "MIT Kerberos; see `proxy/adapters/README.md`), one command runs every column and "
-        "writes this page (about half an hour):",
+        "writes this page (about 20 minutes on 2 cores):",
         "",
         "```console",
         "$ sudo .venv/bin/python proxy/matrix.py              # all clients, then this page",

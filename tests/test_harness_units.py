@@ -185,6 +185,13 @@ def test_flags() -> None:
         + [ProxyRequest("CONNECT", "accounts.google.com:443", 407)] * 5
     )
     assert flags_for(proxied, background) == []
+    # Absolute form is a flag for the WebSocket URL itself, in either scheme; an
+    # HTTP fallback's requests under its path are plain HTTP through a proxy.
+    for target in (f"ws://{host}:8080/echo", f"http://{host}:8080/echo"):
+        forwarded = Observation(proxy_requests=[ProxyRequest("GET", target)])
+        assert flags_for(proxied, forwarded) == ["absolute-form"], target
+    fallback = [ProxyRequest("POST", f"http://{host}:8080/echo/_tunnelws/1/open", 201)]
+    assert flags_for(proxied, Observation(proxy_requests=fallback)) == []
     assert request_host("[fd77:2::2]:8080") == "fd77:2::2"
     assert request_host("ws://Origin.Corp.Test/echo") == "origin.corp.test"
     # Without a proxy in use, direct connections and lookups are what is expected.
