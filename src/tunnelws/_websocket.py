@@ -799,6 +799,20 @@ class NativeTransport:
         assert failure is not None
         with trio.move_on_after(self._close_timeout):
             await self._flush_control()
+        if self._ending is None and not self._reading:
+            # Read and drop what is still coming, for a moment: closing with
+            # unread data sends a reset, which can discard our Close at the
+            # server before it has read it. Memory stays bounded.
+            self._reading = True
+            try:
+                with (
+                    trio.move_on_after(min(1.0, self._close_timeout)),
+                    suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+                ):
+                    while await self._io.receive_some(RECEIVE_SIZE):
+                        pass
+            finally:
+                self._reading = False
         if self._ending is None:
             self.close_code = failure.code
             self.close_reason = failure.reason
