@@ -20,6 +20,7 @@ The report directory (default ``build/compat``) also holds the harness's own
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -72,6 +73,9 @@ class Client:
     # It has tunnelws's HTTP fallback: judged on the scenarios' fallback
     # expectations where they have one (the harness's ``--fallback``).
     fallback: bool = False
+    # Run through `tunnelws local-proxy` (the harness's ``--through-local-proxy``):
+    # the library gets only http_proxy/https_proxy pointing at it.
+    through_local_proxy: bool = False
     # Upper bound for the whole catalogue (the harness bounds each scenario).
     budget: float = 600.0
     missing: Callable[[], str | None] = field(default=lambda: None, compare=False)
@@ -101,8 +105,43 @@ def _needs_chromium() -> str | None:
     return _needs_module("playwright")()
 
 
+#: The name of a column run through the local proxy: its library's column + this.
+LOCAL_PROXY_SUFFIX = "+local-proxy"
+#: The libraries also run through `tunnelws local-proxy`: the ones that read
+#: http(s)_proxy and the ones that do not (what the local proxy cannot fix).
+THROUGH_LOCAL_PROXY = (
+    "websockets-asyncio",
+    "websocket-client",
+    "aiohttp",
+    "node-ws",
+    "node-proxy-agent",
+)
+
+
+def base_column(name: str) -> str:
+    """The library's own column for a local-proxy column's name (else the name)."""
+    return name.removesuffix(LOCAL_PROXY_SUFFIX)
+
+
+def _through_local_proxy(client: Client) -> Client:
+    return dataclasses.replace(
+        client,
+        name=client.name + LOCAL_PROXY_SUFFIX,
+        library=f"{client.library}, given only `http_proxy`/`https_proxy` pointing at "
+        "`tunnelws local-proxy` (which has the scenario's route, at its defaults)",
+        through_local_proxy=True,
+    )
+
+
 def clients(python: str = sys.executable) -> tuple[Client, ...]:
-    """Every column of the matrix, tunnelws first: one entry each."""
+    """Every column of the matrix, tunnelws first, the local-proxy columns
+    last: one entry each."""
+    own = _own_columns(python)
+    by_name = {client.name: client for client in own}
+    return (*own, *(_through_local_proxy(by_name[name]) for name in THROUGH_LOCAL_PROXY))
+
+
+def _own_columns(python: str) -> tuple[Client, ...]:
     adapter = str(ADAPTERS)
     tunnelws_bin = str(Path(python).parent / "tunnelws")
     return (
@@ -184,7 +223,13 @@ def client_spec(client: Client, root: Path = ROOT) -> Any:
     argv = tuple(
         str(root / part) if part.startswith(f"{ADAPTERS}/") else part for part in client.command
     )
-    return ClientSpec(client.name, argv, exit_codes=client.exit_codes, fallback=client.fallback)
+    return ClientSpec(
+        client.name,
+        argv,
+        exit_codes=client.exit_codes,
+        fallback=client.fallback,
+        through_local_proxy=client.through_local_proxy,
+    )
 
 
 def harness_command(
@@ -198,6 +243,7 @@ def harness_command(
     if client.command:
         command += ["--exit-codes"] if client.exit_codes else []
         command += ["--fallback"] if client.fallback else []
+        command += ["--through-local-proxy"] if client.through_local_proxy else []
         command += ["--", *client.command]
     return command
 
@@ -740,8 +786,37 @@ def _background(evidence: Evidence) -> Explanation | None:
     )
 
 
+def _local_proxy_unused(evidence: Evidence) -> Explanation | None:
+    result = evidence.result
+    if "local_proxy_log" not in result or result["local_proxy_log"]:
+        return None
+    if not (counter(result, "dns_queries") or counter(result, "direct_attempts")):
+        return None
+    return (
+        "ignores `http_proxy`/`https_proxy` for a `ws(s)://` URL: `tunnelws local-proxy` saw "
+        "no connection (nothing a local proxy can fix)",
+        "it looked the origin's name up in DNS"
+        if counter(result, "dns_queries")
+        else "it connected to the origin directly",
+    )
+
+
+def _local_proxy_answer(evidence: Evidence) -> Explanation | None:
+    result = evidence.result
+    failures = [e for e in result.get("local_proxy_log") or [] if e.get("error")]
+    if not failures or result["expect"] != "pass":
+        return None
+    entry = failures[-1]
+    return (
+        f"`tunnelws local-proxy` answered the library's request with `{entry['error']}`",
+        _clip(str(entry.get("message", "")), 120),
+    )
+
+
 EXPLAINERS: tuple[Explainer, ...] = (
     _harness_error,
+    _local_proxy_unused,
+    _local_proxy_answer,
     _background,
     _pac,
     _no_proxy,
@@ -872,7 +947,7 @@ SOURCE_NOTES = (
         "With `trust_env` aiohttp reads `helpers.proxies_from_env()`: only the `http`, "
         "`https`, `ws` and `wss` keys of `urllib.request.getproxies()` (never `ALL_PROXY`), "
         "picked by the URL's scheme; it drops `https://` proxy URLs with a warning "
-        "(\"HTTPS proxies … are not supported, ignoring\") and has no SOCKS client, so a "
+        '("HTTPS proxies … are not supported, ignoring") and has no SOCKS client, so a '
         "`socks5h://` URL is spoken to as an HTTP proxy.",
     ),
     SourceNote(
@@ -1014,7 +1089,9 @@ def _explanations(client: str, wrong: list[Result], report: Path) -> list[str]:
             + _conventions(unexplained, by_id)
         )
     failing = {r["scenario"] for r in wrong}
-    notes = [n.text for n in SOURCE_NOTES if n.client == client and n.scenarios & failing]
+    notes = [
+        n.text for n in SOURCE_NOTES if n.client == base_column(client) and n.scenarios & failing
+    ]
     if notes:
         lines += ["", "In the library's source:", ""] + [f"- {text}" for text in notes]
     return lines
@@ -1029,7 +1106,8 @@ def _at_a_glance(
 ) -> list[str]:
     """What the table shows, computed from it."""
     ours = [r["client"] for r in runs if r["client"].startswith("tunnelws")]
-    others = [r["client"] for r in runs if r["client"] not in ours]
+    helped = [r["client"] for r in runs if r["client"].endswith(LOCAL_PROXY_SUFFIX)]
+    others = [r["client"] for r in runs if r["client"] not in (*ours, *helped)]
     lines = ["## What it shows", ""]
     for run in runs:
         counts = run["counts"]
@@ -1064,6 +1142,60 @@ def _at_a_glance(
         wrong = [r["scenario"] for r in by_client[name].values() if r["verdict"] != "correct"]
         if wrong:
             lines += ["", f"`{name}` is not correct in: {', '.join(wrong)} (see below)."]
+    return [*lines, ""]
+
+
+def _local_proxy_section(
+    runs: list[dict[str, Any]], by_client: dict[str, dict[str, Result]], scenarios: list[str]
+) -> list[str]:
+    """Each local-proxy column against its library's own column: what changed."""
+    pairs = [
+        (r["client"], base_column(r["client"]))
+        for r in runs
+        if r["client"].endswith(LOCAL_PROXY_SUFFIX) and base_column(r["client"]) in by_client
+    ]
+    if not pairs:
+        return []
+    lines = [
+        "## What `tunnelws local-proxy` fixes, and what it cannot",
+        "",
+        "The `…+local-proxy` columns run the same adapter with `tunnelws local-proxy` started "
+        "in the client's namespace, at its defaults, with the scenario's environment (proxy "
+        "variables, PAC, credentials, Kerberos ticket); the library itself gets only "
+        "`http_proxy`/`https_proxy` (both cases) pointing at it, and the CA bundle "
+        "(`tunnelws harness run --through-local-proxy`). The network judges the pair. "
+        "Compared with the library's own column:",
+        "",
+    ]
+
+    def verdict(name: str, sid: str) -> str | None:
+        result = by_client[name].get(sid)
+        return None if result is None else str(result["verdict"])
+
+    for helped, base in pairs:
+        fixed = [
+            sid
+            for sid in scenarios
+            if verdict(base, sid) == "wrong" and verdict(helped, sid) == "correct"
+        ]
+        still = [sid for sid in scenarios if verdict(helped, sid) == "wrong"]
+        broken = [sid for sid in still if verdict(base, sid) == "correct"]
+        before, after = (
+            scores(list(by_client[base].values())),
+            scores(list(by_client[helped].values())),
+        )
+        text = (
+            f"- `{base}`: {_score_text(before['standard'])} → "
+            f"{_score_text(after['standard'])} standard, "
+            f"{_score_text(before['extension'])} → {_score_text(after['extension'])} extension. "
+        )
+        text += f"Fixed: {', '.join(fixed)}. " if fixed else "Fixes nothing. "
+        if still:
+            text += f"Still wrong: {', '.join(still)}"
+            text += f" (of which newly wrong: {', '.join(broken)})." if broken else "."
+        else:
+            text += "Correct in every scenario."
+        lines.append(text)
     return [*lines, ""]
 
 
@@ -1174,6 +1306,7 @@ def render(
         out.append("")
 
     out += _at_a_glance(runs, by_client, [r["scenario"] for r in ordered])
+    out += _local_proxy_section(runs, by_client, [r["scenario"] for r in ordered])
     out += _conventions_section(ordered)
     out += ["## Where each client fails, and why", ""]
     out += [

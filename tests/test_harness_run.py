@@ -368,3 +368,69 @@ async def test_network_that_cannot_start_is_an_error_not_a_crash(tmp_path: Path)
     assert [r.verdict for r in run.results] == ["error", "correct"]
     assert "companion proxy exited with status 2" in run.results[0].reasons[0]
     assert our_namespaces() == []
+
+
+WEBSOCKETS_ADAPTER = (
+    sys.executable,
+    str(Path(__file__).resolve().parent.parent / "proxy/adapters/python_websockets_asyncio.py"),
+)
+
+
+async def test_a_client_through_the_local_proxy_gets_only_its_address(tmp_path: Path) -> None:
+    """python-websockets alone fails NTLM (Basic only), a SOCKS proxy in
+    ALL_PROXY (never read) and PAC; through ``tunnelws local-proxy`` it gets
+    only http(s)_proxy and the pair passes, each tunnel along the scenario's route."""
+    pytest.importorskip("websockets")
+    ids = ["auth-ntlm", "socks5h", "pac-failover"]
+    alone = ClientSpec("websockets", WEBSOCKETS_ADAPTER)
+    run = await run_client(alone, select(ids), workdir=tmp_path / "alone")
+    assert [r.verdict for r in run.results] == ["wrong"] * 3
+    helped = ClientSpec("websockets+lp", WEBSOCKETS_ADAPTER, through_local_proxy=True)
+    run = await run_client(helped, select(ids), workdir=tmp_path / "helped")
+    assert [(r.scenario, r.verdict) for r in run.results] == [(s, "correct") for s in ids], [
+        r.reasons for r in run.results
+    ]
+    for result in run.results:
+        variables = {k: v for k, v in result.env.items() if not k.startswith("TUNNELWS_")}
+        proxy = variables["http_proxy"]
+        assert proxy.startswith("http://127.0.0.1:")
+        assert {k for k, v in variables.items() if v == proxy} == {
+            "http_proxy",
+            "https_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+        }
+        assert set(variables) - {"http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"} <= {
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+            "NODE_EXTRA_CA_CERTS",
+        }
+        [entry] = result.local_proxy_log
+        assert entry["method"] == "CONNECT" and entry["status"] == 200
+        assert entry["route"] != "DIRECT" and entry["end"] == "closed"
+    routes = [r.local_proxy_log[0]["route"] for r in run.results]
+    assert routes[1].startswith("socks5h://") and routes[2].startswith("pac+file://")
+    # The NTLM password the local proxy used never reaches the report.
+    ntlm = BY_ID["auth-ntlm"].url_credentials
+    assert ntlm is not None and ntlm[1] not in json.dumps(run.to_json())
+    assert our_namespaces() == []
+
+
+async def test_a_client_ignoring_the_proxy_variables_is_not_fixed(tmp_path: Path) -> None:
+    client = ClientSpec("direct+lp", misbehaving("direct").argv, through_local_proxy=True)
+    run = await run_client(client, select(["proxy-ws"]), workdir=tmp_path)
+    [result] = run.results
+    assert result.verdict == "wrong" and "direct-attempt" in result.flags
+    assert result.local_proxy_log == []
+
+
+def test_cli_through_local_proxy_needs_a_command() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "tunnelws", "harness", "run", "--through-local-proxy"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "--through-local-proxy needs a client command" in completed.stderr

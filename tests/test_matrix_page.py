@@ -164,3 +164,35 @@ def test_two_scores_and_the_convention_named(tmp_path: Path) -> None:
             "socks5h": "–",
         }
     }
+
+
+def test_local_proxy_columns_are_compared_with_their_library(tmp_path: Path) -> None:
+    """A `…+local-proxy` column is set against the library's own column: what
+    the local proxy fixed, what stays wrong, and why (from its log)."""
+    ntlm_alone = result(scenario="auth-ntlm", stderr="x: HTTP 407\n")
+    ws_alone = result(scenario="proxy-ws", verdict="correct", exit_code=0)
+    ntlm_helped = result(scenario="auth-ntlm", verdict="correct", exit_code=0, local_proxy_log=[{}])
+    ignored = result(
+        scenario="proxy-ws",
+        reasons=["direct-attempt: connected (or tried) around the configured proxy"],
+        flags=["direct-attempt"],
+        local_proxy_log=[],
+        observation={"dns_queries": 0, "direct_attempts": 3, "proxy_requests": []},
+    )
+    refused = result(
+        scenario="proxy-ipv6-target",
+        local_proxy_log=[{"error": "bad-request", "message": "expected HOST:PORT"}],
+    )
+    runs = [
+        _run("node-ws", ntlm_alone, ws_alone),
+        _run("node-ws+local-proxy", ntlm_helped, ignored, refused),
+    ]
+    page = render(runs, {}, [], tmp_path)
+    assert (
+        "- `node-ws`: 1/2 → 1/3 standard, 0/0 → 0/0 extension. Fixed: auth-ntlm. "
+        "Still wrong: proxy-ws, proxy-ipv6-target (of which newly wrong: proxy-ws)."
+    ) in page
+    assert "`tunnelws local-proxy` saw no connection" in page
+    assert "answered the library's request with `bad-request` — proxy-ipv6-target" in page
+    # Third-party verdicts are the libraries' own: a local-proxy column is not one.
+    assert "No third-party client is correct in: auth-ntlm" in page

@@ -386,6 +386,7 @@ class _Connection:
     async def _error(self, status: int, category: str, message: str) -> None:
         self.record.setdefault("status", status)
         self.record.setdefault("error", category)
+        self.record.setdefault("message", message)
         await _send_error(
             self.stream, self.conn, status, category, message, self.options.idle_timeout
         )

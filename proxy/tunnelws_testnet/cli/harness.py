@@ -80,6 +80,13 @@ def register(subparsers: Any) -> None:
         "where a scenario has one (the built-in client has it)",
     )
     runner.add_argument(
+        "--through-local-proxy",
+        action="store_true",
+        help="start `tunnelws local-proxy` in the client namespace with the scenario's route "
+        "and give CMD only http_proxy/https_proxy pointing at it (what the local proxy fixes "
+        "for that client, and what it cannot)",
+    )
+    runner.add_argument(
         "--fail-on-skip",
         action="store_true",
         help="exit 1 when a scenario is skipped (default under CI=true)",
@@ -144,7 +151,15 @@ def _run(args: argparse.Namespace) -> int:
             tuple(command),
             exit_codes=args.exit_codes,
             fallback=args.fallback,
+            through_local_proxy=args.through_local_proxy,
         )
+    elif args.through_local_proxy:
+        print(
+            "tunnelws harness: --through-local-proxy needs a client command "
+            "(tunnelws's own client has the route itself)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     else:
         client = builtin_client(args.name or "tunnelws")
     try:

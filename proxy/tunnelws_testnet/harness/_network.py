@@ -185,10 +185,11 @@ class RunningNetwork:
     def proxy_log(self) -> Path | None:
         return None if self.proxy is None else self.proxy.log
 
-    def masked_env(self) -> dict[str, str]:
-        """The scenario's variables (not the inherited ones), secrets shown as ***."""
+    def masked_env(self, env: dict[str, str] | None = None) -> dict[str, str]:
+        """The scenario's variables in ``env`` (default: the client's
+        environment), not the inherited ones, secrets shown as ***."""
         shown = {}
-        for key, value in self.client_env.items():
+        for key, value in (self.client_env if env is None else env).items():
             if key in PROXY_VARIABLES or key.startswith("TUNNELWS_"):
                 for secret in self.secrets:
                     value = value.replace(quote(secret, safe=""), "***").replace(secret, "***")

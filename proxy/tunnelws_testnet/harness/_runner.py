@@ -25,6 +25,7 @@ import trio
 
 from ..peers import find_binary, parse_authentications, parse_ntlm_messages
 from ._firewall import read_counters
+from ._local_proxy import local_proxy
 from ._netns import kill_pids, netns_pids
 from ._network import (
     HarnessCA,
@@ -85,6 +86,9 @@ class ClientSpec:
     # The client has tunnelws's HTTP fallback: judged on the scenarios'
     # ``expect_with_fallback`` where they have one.
     fallback: bool = False
+    # Run through ``tunnelws local-proxy`` started in the client namespace with
+    # the scenario's route; the client gets only http_proxy/https_proxy.
+    through_local_proxy: bool = False
 
 
 def builtin_client(name: str = "tunnelws") -> ClientSpec:
@@ -120,6 +124,9 @@ class ScenarioResult:
     proxy_log: list[str] = field(default_factory=list)
     origin_log: list[str] = field(default_factory=list)
     observation: dict[str, Any] = field(default_factory=dict)
+    # Through the local proxy: its --log entries and its output.
+    local_proxy_log: list[dict[str, Any]] = field(default_factory=list)
+    local_proxy_output: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -254,6 +261,26 @@ async def run_scenario(
 async def _run_and_observe(
     client: ClientSpec, network: RunningNetwork, expected_echo: str, result: ScenarioResult
 ) -> None:
+    if client.through_local_proxy:
+        async with local_proxy(network) as helper:
+            if helper.url is not None:
+                result.env = network.masked_env(helper.client_env)
+                await _run_client_process(client, network, helper.client_env, result)
+            else:
+                # The pair failed before the client could start: the helper's
+                # status and words stand for it.
+                result.exit_code = helper.exit_code
+                (network.directory / "client.stderr").write_text(f"{helper.failure}\n")
+        result.local_proxy_log = helper.log
+        result.local_proxy_output = _mask(_clip(helper.output), network.secrets)
+    else:
+        await _run_client_process(client, network, network.client_env, result)
+    await _observe(client, network, expected_echo, result)
+
+
+async def _run_client_process(
+    client: ClientSpec, network: RunningNetwork, env: dict[str, str], result: ScenarioResult
+) -> None:
     scenario = network.scenario
     stdout_path = network.directory / "client.stdout"
     stderr_path = network.directory / "client.stderr"
@@ -264,7 +291,7 @@ async def _run_and_observe(
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
-            env=network.client_env,
+            env=env,
             start_new_session=True,
         )
         network.topology.pids.append(process.pid)
@@ -280,6 +307,14 @@ async def _run_and_observe(
             with trio.move_on_after(2):
                 await process.wait()
         result.exit_code = process.returncode
+
+
+async def _observe(
+    client: ClientSpec, network: RunningNetwork, expected_echo: str, result: ScenarioResult
+) -> None:
+    scenario = network.scenario
+    stdout_path = network.directory / "client.stdout"
+    stderr_path = network.directory / "client.stderr"
     proxy = network.proxy
     await trio.sleep(max(LOG_SETTLE, proxy.log_delay if proxy else 0.0))
     counters = await trio.to_thread.run_sync(read_counters, network.topology.router)
