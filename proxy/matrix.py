@@ -584,6 +584,8 @@ def _ignored_proxy(evidence: Evidence) -> Explanation | None:
     dns, direct = counter(result, "dns_queries"), counter(result, "direct_attempts")
     if not proxy_variables(result) or origin_requests(result) or not (dns or direct):
         return None
+    if result.get("local_proxy_log"):
+        return None  # it used the local proxy it was given; the local proxy went direct
     headline = f"ignores the proxy in {_variables_in_words(result)}; the proxy saw no request"
     if dns:
         return (headline, "it looked the origin's name up in DNS itself")
@@ -788,9 +790,7 @@ def _background(evidence: Evidence) -> Explanation | None:
 
 def _local_proxy_unused(evidence: Evidence) -> Explanation | None:
     result = evidence.result
-    if "local_proxy_log" not in result or result["local_proxy_log"]:
-        return None
-    if not (counter(result, "dns_queries") or counter(result, "direct_attempts")):
+    if "local_proxy_log" not in result or not _never_used_local_proxy(result):
         return None
     return (
         "ignores `http_proxy`/`https_proxy` for a `ws(s)://` URL: `tunnelws local-proxy` saw "
@@ -798,6 +798,18 @@ def _local_proxy_unused(evidence: Evidence) -> Explanation | None:
         "it looked the origin's name up in DNS"
         if counter(result, "dns_queries")
         else "it connected to the origin directly",
+    )
+
+
+def _local_proxy_slow_route(evidence: Evidence) -> Explanation | None:
+    result = evidence.result
+    if "local_proxy_log" not in result or not result.get("timed_out"):
+        return None
+    return (
+        "still running at the scenario's limit: `tunnelws local-proxy` was still opening the "
+        "route (its connect timeout is 10 s) and the library set no time limit of its own on "
+        f"the proxy's answer (expected {result['expect']})",
+        "",
     )
 
 
@@ -816,6 +828,7 @@ def _local_proxy_answer(evidence: Evidence) -> Explanation | None:
 EXPLAINERS: tuple[Explainer, ...] = (
     _harness_error,
     _local_proxy_unused,
+    _local_proxy_slow_route,
     _local_proxy_answer,
     _background,
     _pac,
@@ -1190,13 +1203,32 @@ def _local_proxy_section(
             f"{_score_text(before['extension'])} → {_score_text(after['extension'])} extension. "
         )
         text += f"Fixed: {', '.join(fixed)}. " if fixed else "Fixes nothing. "
-        if still:
-            text += f"Still wrong: {', '.join(still)}"
-            text += f" (of which newly wrong: {', '.join(broken)})." if broken else "."
-        else:
+        unused = [sid for sid in still if _never_used_local_proxy(by_client[helped][sid])]
+        used_wrong = [sid for sid in still if sid not in unused]
+
+        def newly(ids: list[str], broken: list[str] = broken) -> str:
+            found = [sid for sid in ids if sid in broken]
+            return f" (newly wrong: {', '.join(found)})" if found else ""
+
+        if unused:
+            text += (
+                f"Never talked to the local proxy in {len(unused)} scenarios: it went direct "
+                f"or asked DNS, taking no `http(s)_proxy` for `ws(s)://` URLs{newly(unused)}. "
+            )
+        if used_wrong:
+            text += f"Still wrong{' otherwise' if unused else ''}: {', '.join(used_wrong)}"
+            text += newly(used_wrong) + "."
+        elif not still:
             text += "Correct in every scenario."
         lines.append(text)
     return [*lines, ""]
+
+
+def _never_used_local_proxy(result: Result) -> bool:
+    """Through the local proxy, yet it saw nothing: the library went its own way."""
+    return not result.get("local_proxy_log") and bool(
+        counter(result, "direct_attempts") or counter(result, "dns_queries")
+    )
 
 
 def _conventions_section(scenarios: list[Result]) -> list[str]:

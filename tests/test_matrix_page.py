@@ -190,7 +190,9 @@ def test_local_proxy_columns_are_compared_with_their_library(tmp_path: Path) -> 
     page = render(runs, {}, [], tmp_path)
     assert (
         "- `node-ws`: 1/2 → 1/3 standard, 0/0 → 0/0 extension. Fixed: auth-ntlm. "
-        "Still wrong: proxy-ws, proxy-ipv6-target (of which newly wrong: proxy-ws)."
+        "Never talked to the local proxy in 1 scenarios: it went direct or asked DNS, taking "
+        "no `http(s)_proxy` for `ws(s)://` URLs (newly wrong: proxy-ws). "
+        "Still wrong otherwise: proxy-ipv6-target."
     ) in page
     assert "`tunnelws local-proxy` saw no connection" in page
     assert "answered the library's request with `bad-request` — proxy-ipv6-target" in page

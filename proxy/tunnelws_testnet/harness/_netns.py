@@ -140,6 +140,10 @@ def _build(topology: Topology, client_hosts: Sequence[tuple[str, str]]) -> None:
         _ip("-n", name, "addr", "add", f"{address}/24", "dev", device)
         # nodad: the address is usable at once (no 1-2 s duplicate detection).
         _ip("-n", name, "-6", "addr", "add", f"{address6}/64", "dev", device, "nodad")
+        # The link-local address made at link up skips it too: its detection
+        # ending a second later is an address change, which chromium reports
+        # to a WebSocket opening then as ERR_NETWORK_CHANGED.
+        _ip("netns", "exec", name, "sysctl", "-qw", f"net.ipv6.conf.{device}.accept_dad=0")
         _ip("-n", name, "link", "set", device, "up")
     for name, gateway, gateway6 in (
         (client, PROXY_ADDRESS, PROXY_ADDRESS6),
