@@ -142,8 +142,10 @@ class HTTPConnection:
             return True
         return False
 
-    async def send(self, event: h11.Event) -> None:
-        data = self.http.send(event)
+    async def send(self, *events: h11.Event) -> None:
+        """Send ``events`` in one write: a request's head, body and end go
+        together, so the peer wakes once for them, not once per event."""
+        data = b"".join(self.http.send(event) or b"" for event in events)
         if not data:
             return
         try:
@@ -387,14 +389,18 @@ async def _write_request(
     trace_head(trace, ">", f"{method} {line_target} HTTP/1.1", outgoing)
     connection.start_request()
     try:
-        await connection.send(h11.Request(method=method, target=line_target, headers=outgoing))
+        head = h11.Request(method=method, target=line_target, headers=outgoing)
         if isinstance(body, bytes):
-            if body:
-                await connection.send(h11.Data(data=body))
-        else:
-            async for chunk in body.chunks():
-                await connection.send(h11.Data(data=chunk))
-        await connection.send(h11.EndOfMessage())
+            data = [h11.Data(data=body)] if body else []
+            await connection.send(head, *data, h11.EndOfMessage())
+            return
+        # A streamed body: the head goes with its first piece; each piece as
+        # it comes (the peer may wait for it), the end after the last.
+        pending: list[h11.Event] = [head]
+        async for chunk in body.chunks():
+            await connection.send(*pending, h11.Data(data=chunk))
+            pending = []
+        await connection.send(*pending, h11.EndOfMessage())
     except h11.LocalProtocolError as exc:
         raise ValueError(f"cannot send this request: {exc}") from None
 

@@ -99,10 +99,10 @@ class HTTPConnection:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientGone(f"receive failed: {exc!r}") from exc
 
-    async def send(self, event: h11.Event) -> None:
-        data = self.h11.send(event)
-        if data is not None:
-            await self.send_raw(data)
+    async def send(self, *events: h11.Event) -> None:
+        """Send ``events`` in one write (a response's head, body and end
+        together: one wake-up of the peer, not one per event)."""
+        await self.send_raw(b"".join(self.h11.send(event) or b"" for event in events))
 
     async def next_request(self) -> h11.Request | None:
         """Wait for the next request head (its body is read with
@@ -219,10 +219,8 @@ class HTTPConnection:
             ("Content-Length", str(len(body))),
         ]
         all_headers = [*framing, ("Cache-Control", "no-store"), *headers]
-        await self.send(response(status, all_headers))
-        if not head_only and body:
-            await self.send(h11.Data(data=body))
-        await self.send(h11.EndOfMessage())
+        data = [h11.Data(data=body)] if body and not head_only else []
+        await self.send(response(status, all_headers), *data, h11.EndOfMessage())
 
     async def send_json(self, value: object, *, head_only: bool = False) -> None:
         body = json.dumps(value, indent=2).encode() + b"\n"
