@@ -44,7 +44,7 @@ from tunnelws._fallback_wire import SessionLimits
 from tunnelws._target import parse_target
 from tunnelws_testnet.companion import Toxics
 from tunnelws_testnet.fallback import FallbackConfig
-from tunnelws_testnet.origin import OriginAddresses, OriginConfig, serve_origin
+from tunnelws_testnet.origin import OriginAddresses, OriginConfig, RequestInfo, serve_origin
 from tunnelws_testnet.peers import ProxyProcess
 
 USER, PASSWORD = "alice", "d1gest-s3cret"
@@ -136,6 +136,22 @@ async def test_fallback_only_carries_text_binary_subprotocol_and_close(origin) -
             await ws.send("too late")
         assert closed.value.code == 4001
     assert [m async for m in ws] == []
+
+
+async def test_upstream_posts_share_one_kept_connection_with_the_open() -> None:
+    seen: list[RequestInfo] = []
+    async with running_origin(on_request=seen.append) as origin:
+        async with open_websocket(origin.ws_url("/echo"), proxy=None, fallback="only") as ws:
+            assert await echo_all(ws, [f"m{i}" for i in range(20)]) == [
+                f"m{i}" for i in range(20)
+            ]
+    requests = [(info.request_line.split()[1].rsplit("/", 1)[-1], info.client) for info in seen]
+    up = {client for name, client in requests if name in ("open", "up")}
+    down = {client for name, client in requests if name == "down"}
+    assert sum(name == "up" for name, _ in requests) >= 2
+    # The open's connection carries every upstream POST; the streamed
+    # downstream (which ends its connection) never takes it.
+    assert len(up) == 1 and not up & down
 
 
 async def test_async_iteration_ends_at_the_servers_close(origin) -> None:

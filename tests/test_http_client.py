@@ -30,6 +30,26 @@ async def test_direct_requests_share_one_kept_alive_connection(nursery) -> None:
     assert len({info.client for info in seen}) == 1 and len(seen) == 3
 
 
+async def test_each_lane_keeps_its_own_connection(nursery) -> None:
+    seen: list[RequestInfo] = []
+    origin = await nursery.start(serve_origin, OriginConfig(on_request=seen.append))
+    client = HTTPClient(parse_target(origin.http_url("/")), route_options(proxy=None))
+    try:
+        for lane in ("up", "down", "up", "down", "up"):
+            response = await client.request(
+                "GET", f"/info?{lane}", phase="connected", within=5, lane=lane
+            )
+            assert response.status == 200
+    finally:
+        await client.aclose()
+    by_lane: dict[str, set[tuple[str, int]]] = {}
+    for info in seen:
+        by_lane.setdefault(info.request_line.split("?")[1].split()[0], set()).add(info.client)
+    # One connection per lane, kept and reused; never one lane's for the other.
+    assert [len(clients) for clients in by_lane.values()] == [1, 1]
+    assert by_lane["up"] != by_lane["down"]
+
+
 async def test_absolute_form_through_a_proxy_with_digest_after_a_closing_407(nursery) -> None:
     seen: list[RequestInfo] = []
     origin = await nursery.start(serve_origin, OriginConfig(on_request=seen.append))

@@ -98,6 +98,9 @@ MAX_ANSWER_BYTES = 64 * 1024
 #: Opens tried when the answer is cut short on the way (a reset, not a refusal).
 OPEN_ATTEMPTS = 3
 _JSON = ("Content-Type", "application/json")
+# Kept-alive connections: one for the upstream POSTs, one for the downstream
+# requests, so neither waits for (or takes) the other's.
+UP, DOWN = "up", "down"
 # Statuses worth another try: the path (or the server) may recover.
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Headers of the protocol's own requests (or of the hop), which the
@@ -175,6 +178,7 @@ async def open_fallback(
                     within=route.connect_timeout,
                     clock=clock,
                     max_body=MAX_ANSWER_BYTES,
+                    lane=UP,  # the first upstream POST follows on its connection
                 )
                 break
             except ExchangeBroken as exc:
@@ -537,6 +541,7 @@ class FallbackSession:
                 within=self._request_timeout,
                 max_body=MAX_ANSWER_BYTES,
                 trace_heads=False,
+                lane=UP,
             )
         except _TRANSIENT_ERRORS as exc:
             raise _Retry(str(exc)) from None
@@ -604,6 +609,7 @@ class FallbackSession:
                     phase="connected",
                     within=wait,
                     trace_heads=detect,
+                    lane=DOWN,
                 ) as response:
                     self._check_down_head(response)
                     self._seen_answer()

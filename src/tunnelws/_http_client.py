@@ -513,7 +513,13 @@ class StreamedResponse:
 
 class HTTPClient:
     """Requests to one origin (``http://`` or ``https://``) along the route,
-    on kept-alive connections (at most ``max_idle`` kept while idle).
+    on kept-alive connections.
+
+    Each request names a *lane* (``""`` unless given); a connection that
+    finished a request is kept for the next request of the same lane (at
+    most ``max_idle`` per lane), so requests of one kind never take a
+    connection another kind is about to use (the HTTP fallback: one lane for
+    upstream POSTs, one for downstream requests).
 
     The route is chosen at the first connection (PAC routes in order, an
     unreachable one skipped) and kept for the client's life. Use it from
@@ -526,7 +532,7 @@ class HTTPClient:
         self.origin = origin
         self.route = route
         self.max_idle = max_idle
-        self._idle: list[HTTPConnection] = []
+        self._idle: dict[str, list[HTTPConnection]] = {}
         self._chosen: tuple[ProxyURL | None] | None = None  # the route, once one worked
         self._closed = False
 
@@ -550,6 +556,7 @@ class HTTPClient:
         max_body: int = 1024 * 1024,
         clock: PhaseClock | None = None,
         trace_heads: bool = True,
+        lane: str = "",
     ) -> Response:
         """One request and its whole answer, within ``within`` seconds
         (connecting spends the route's ``connect_timeout`` besides, unless
@@ -563,6 +570,7 @@ class HTTPClient:
             within=within,
             clock=clock,
             trace_heads=trace_heads,
+            lane=lane,
         ) as response:
             content = await response.read(max_body, within)
         return Response(response.status, response.reason, response.headers, content)
@@ -579,16 +587,17 @@ class HTTPClient:
         within: float,
         clock: PhaseClock | None = None,
         trace_heads: bool = True,
+        lane: str = "",
     ) -> AsyncIterator[StreamedResponse]:
         """One request; the answer's head must come within ``within``
         seconds (or within ``clock``'s budget, which then also bounds
         connecting), its body is read from the :class:`StreamedResponse`.
-        The connection is kept for the next request when the body was read
-        to its end, else closed."""
+        The connection is kept for the next request of ``lane`` when the body
+        was read to its end, else closed."""
         if self._closed:
             raise trio.ClosedResourceError("the HTTP client is closed")
         target = replace(self.origin, resource=resource)
-        connection = await self._checkout(clock)
+        connection = await self._checkout(clock, lane)
         try:
             exchange = clock or PhaseClock(within)
             with exchange.phase(phase, f"waiting for the answer to {method} {resource}"):
@@ -612,25 +621,28 @@ class HTTPClient:
         except BaseException:
             await connection.aclose()
             raise
-        if response.complete and connection.finish_exchange() and self._keep(connection):
+        if response.complete and connection.finish_exchange() and self._keep(connection, lane):
             return
         await connection.aclose()
 
     async def aclose(self) -> None:
         self._closed = True
-        idle, self._idle = self._idle, []
-        for connection in idle:
-            await connection.aclose()
+        idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                await connection.aclose()
 
-    def _keep(self, connection: HTTPConnection) -> bool:
-        if self._closed or len(self._idle) >= self.max_idle:
+    def _keep(self, connection: HTTPConnection, lane: str) -> bool:
+        kept = self._idle.setdefault(lane, [])
+        if self._closed or len(kept) >= self.max_idle:
             return False
-        self._idle.append(connection)
+        kept.append(connection)
         return True
 
-    async def _checkout(self, clock: PhaseClock | None) -> HTTPConnection:
-        while self._idle:
-            connection = self._idle.pop()
+    async def _checkout(self, clock: PhaseClock | None, lane: str) -> HTTPConnection:
+        kept = self._idle.get(lane, [])
+        while kept:
+            connection = kept.pop()
             if connection.idle:
                 await trio.lowlevel.checkpoint()
                 return connection
