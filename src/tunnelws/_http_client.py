@@ -29,8 +29,8 @@ proxy uses it as it is. :class:`HTTPClient` adds the route choice and a pool.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import quote
@@ -49,6 +49,7 @@ from ._errors import (
 )
 from ._proxy_url import ProxyURL
 from ._route_options import RouteOptions
+from ._streamio import StreamIO
 from ._target import Target
 from ._timeouts import PhaseClock
 from ._trace import Trace, trace_head
@@ -115,6 +116,7 @@ class HTTPConnection:
         io_timeout: float | None = None,
     ) -> None:
         self.stream = stream
+        self._io = StreamIO(stream)  # descriptor I/O on plain TCP: fewer scheduler passes
         self.http = h11.Connection(our_role=h11.CLIENT)
         self.proxy = proxy
         self.label = label
@@ -149,8 +151,11 @@ class HTTPConnection:
         if not data:
             return
         try:
-            with self._io_limit(f"sending to {self.label}"):
-                await self.stream.send_all(data)
+            if self.io_timeout is None:
+                await self._io.send_all(data)
+            else:
+                with self._io_limit(f"sending to {self.label}"):
+                    await self._io.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ExchangeBroken(
                 f"the connection to {self.label} broke while sending: {exc.__cause__ or exc}",
@@ -176,8 +181,11 @@ class HTTPConnection:
                 raise HandshakeError(f"malformed HTTP response from {self.label}: {exc}") from exc
             if event is h11.NEED_DATA:
                 try:
-                    with self._io_limit(f"waiting for data from {self.label}"):
-                        data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
+                    if self.io_timeout is None:
+                        data = bytes(await self._io.receive_some(RECEIVE_SIZE))
+                    else:
+                        with self._io_limit(f"waiting for data from {self.label}"):
+                            data = bytes(await self._io.receive_some(RECEIVE_SIZE))
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     raise ExchangeBroken(
                         f"the connection to {self.label} broke: {exc.__cause__ or exc}",
@@ -200,13 +208,9 @@ class HTTPConnection:
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self.stream)
 
-    @contextmanager
-    def _io_limit(self, doing: str) -> Iterator[None]:
-        if self.io_timeout is None:
-            yield
-            return
-        with PhaseClock(self.io_timeout).phase("connected", doing):
-            yield
+    def _io_limit(self, doing: str) -> AbstractContextManager[None]:
+        assert self.io_timeout is not None
+        return PhaseClock(self.io_timeout).phase("connected", doing)
 
 
 async def open_connection(
@@ -481,22 +485,27 @@ class StreamedResponse:
         if self.complete:
             return b""
         with PhaseClock(within).phase(self._phase, f"waiting for data from {self.label}"):
-            while True:
-                event = await self._connection.next_event()
-                if isinstance(event, h11.Data):
-                    if event.data:
-                        return bytes(event.data)
-                elif isinstance(event, h11.EndOfMessage):
-                    self.complete = True
-                    return b""
+            return await self._piece()
+
+    async def _piece(self) -> bytes:
+        while not self.complete:
+            event = await self._connection.next_event()
+            if isinstance(event, h11.Data):
+                if event.data:
+                    return bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self.complete = True
+        return b""
 
     async def read(self, limit: int, within: float) -> bytes:
         """The whole body within ``within`` seconds; more than ``limit``
         bytes is a :class:`~tunnelws.HandshakeError`."""
         body = bytearray()
         clock = PhaseClock(within)
+        # One time limit for the whole body (not one per piece: each is a
+        # cancel scope, a measurable share of a small request's cost).
         with clock.phase(self._phase, f"reading the response from {self.label}"):
-            while chunk := await self.receive_some(within):
+            while chunk := await self._piece():
                 body += chunk
                 if len(body) > limit:
                     raise HandshakeError(
@@ -644,8 +653,7 @@ class HTTPClient:
         while kept:
             connection = kept.pop()
             if connection.idle:
-                await trio.lowlevel.checkpoint()
-                return connection
+                return connection  # sending the request is the checkpoint
             await connection.aclose()  # pragma: no cover - only idle ones are kept
         return await self._connect(clock)
 
