@@ -19,6 +19,8 @@ from typing import NoReturn
 import h11
 import trio
 
+from tunnelws.streams import StreamIO
+
 from ._config import OriginConfig
 
 RECEIVE_SIZE = 65536
@@ -76,6 +78,7 @@ class HTTPConnection:
 
     def __init__(self, stream: trio.abc.Stream, config: OriginConfig) -> None:
         self.stream = stream
+        self._io = StreamIO(stream)  # descriptor I/O on plain TCP: fewer scheduler passes
         self.config = config
         self.h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=config.max_header_size
@@ -88,14 +91,14 @@ class HTTPConnection:
             return
         try:
             with trio.fail_after(self.config.send_timeout):
-                await self.stream.send_all(data)
+                await self._io.send_all(data)
         except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientGone(f"send failed: {exc!r}") from exc
 
     async def receive_raw(self) -> bytes:
         """Read some bytes (``b""`` at EOF); a broken connection raises ClientGone."""
         try:
-            return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+            return bytes(await self._io.receive_some(RECEIVE_SIZE))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientGone(f"receive failed: {exc!r}") from exc
 
