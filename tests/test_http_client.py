@@ -124,6 +124,61 @@ async def test_a_kept_connection_closed_by_the_server_is_replaced_once(nursery) 
     assert connections == 3
 
 
+async def test_a_connection_opened_ahead_carries_its_lanes_next_request(nursery) -> None:
+    seen: list[RequestInfo] = []
+    origin = await nursery.start(serve_origin, OriginConfig(on_request=seen.append))
+    client = HTTPClient(parse_target(origin.http_url("/")), route_options(proxy=None))
+    try:
+        nursery.start_soon(client.open_ahead, "down", 5)
+        first = await client.request("GET", "/info?up", phase="connected", within=5, lane="up")
+        with trio.fail_after(5):
+            while not client._idle.get("down"):
+                await trio.sleep(0.01)
+        second = await client.request("GET", "/info?down", phase="connected", within=5, lane="down")
+    finally:
+        await client.aclose()
+    assert first.status == second.status == 200
+    # The down request went on the connection opened ahead, not the up one.
+    assert len(seen) == 2 and seen[0].client != seen[1].client
+
+
+async def test_a_connection_opened_ahead_and_closed_by_the_server_is_replaced(nursery) -> None:
+    connections = 0
+
+    async def handler(stream: trio.SocketStream) -> None:
+        nonlocal connections
+        connections += 1
+        if connections == 2:  # the one opened ahead: closed before any request
+            await stream.aclose()
+            return
+        await _one_answer_per_connection(stream)
+
+    listeners = await nursery.start(trio.serve_tcp, handler, 0)
+    port = listeners[0].socket.getsockname()[1]
+    client = HTTPClient(parse_target(f"http://127.0.0.1:{port}/"), route_options(proxy=None))
+    try:
+        nursery.start_soon(client.open_ahead, "down", 5)
+        assert (await client.request("GET", "/", phase="connected", within=5)).body == b"ok"
+        with trio.fail_after(5):
+            while not client._idle.get("down"):
+                await trio.sleep(0.01)
+        await trio.sleep(0.05)  # the server has closed it by now
+        response = await client.request("GET", "/", phase="connected", within=5, lane="down")
+        assert response.body == b"ok"
+    finally:
+        await client.aclose()
+    assert connections == 3
+
+
+async def test_closing_the_client_ends_a_connection_opened_ahead(nursery) -> None:
+    client = HTTPClient(parse_target("http://127.0.0.1:9/"), route_options(proxy=None))
+    with trio.fail_after(2):
+        async with trio.open_nursery() as inner:
+            inner.start_soon(client.open_ahead, "down", 60)  # waits for a route forever
+            await trio.sleep(0.05)
+            await client.aclose()
+
+
 @pytest.mark.parametrize(
     ("answer", "error", "text"),
     [

@@ -161,6 +161,9 @@ async def open_fallback(
     clock = PhaseClock(route.connect_timeout)
     backoff = _Backoff()
     attempts = 0
+    # The downstream request follows the open at once, on a connection of
+    # its own: open that while the open's answer is awaited.
+    nursery.start_soon(client.open_ahead, DOWN, route.connect_timeout)
     try:
         while True:
             try:

@@ -46,6 +46,7 @@ from ._errors import (
     HandshakeError,
     ProxyAuthError,
     ProxyConfigError,
+    TunnelError,
 )
 from ._proxy_url import ProxyURL
 from ._route_options import RouteOptions
@@ -125,6 +126,8 @@ class HTTPConnection:
         self.authenticated = False
         #: Exchanges completed on it (a reused connection has at least one).
         self.exchanges = 0
+        #: Opened ahead of its first request: it waited idle, as a kept one does.
+        self.opened_ahead = False
         self._answered = False
         self._eof = False
 
@@ -312,7 +315,8 @@ async def send_request(
             head = await _response_head(connection, trace, interim)
         except ExchangeBroken as exc:
             replayable = isinstance(body, bytes) or body.replayable
-            if exc.answered or not connection.exchanges or resent or not replayable:
+            waited = connection.exchanges or connection.opened_ahead
+            if exc.answered or not waited or resent or not replayable:
                 raise
             resent = True
             if route.trace:
@@ -543,6 +547,8 @@ class HTTPClient:
         self.max_idle = max_idle
         self._idle: dict[str, list[HTTPConnection]] = {}
         self._chosen: tuple[ProxyURL | None] | None = None  # the route, once one worked
+        self._route_chosen = trio.Event()
+        self._ahead = trio.CancelScope()  # connections opened ahead; cancelled at aclose
         self._closed = False
 
     @property
@@ -636,6 +642,7 @@ class HTTPClient:
 
     async def aclose(self) -> None:
         self._closed = True
+        self._ahead.cancel()
         idle, self._idle = self._idle, {}
         for connections in idle.values():
             for connection in connections:
@@ -657,6 +664,21 @@ class HTTPClient:
             await connection.aclose()  # pragma: no cover - only idle ones are kept
         return await self._connect(clock)
 
+    async def open_ahead(self, lane: str, within: float) -> None:
+        """Once a request has chosen the route, open a connection for the
+        next request of ``lane`` (while that request's answer is awaited),
+        and keep it. Best effort: a failure here is the request's to report
+        when it connects itself."""
+        with self._ahead, trio.move_on_after(within):
+            await self._route_chosen.wait()
+            try:
+                connection = await self._connect(PhaseClock(within))
+            except (TunnelError, OSError, trio.BrokenResourceError):
+                return
+            connection.opened_ahead = True
+            if not self._keep(connection, lane):
+                await connection.aclose()
+
     async def _connect(self, clock: PhaseClock | None = None) -> HTTPConnection:
         clock = clock or PhaseClock(self.route.connect_timeout)
         if self._chosen is not None:
@@ -670,4 +692,5 @@ class HTTPClient:
             lambda route: open_connection(route, self.origin, self.route, clock),
         )
         self._chosen = (route,)
+        self._route_chosen.set()
         return connection
