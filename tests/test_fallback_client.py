@@ -140,11 +140,11 @@ async def test_fallback_only_carries_text_binary_subprotocol_and_close(origin) -
 
 async def test_upstream_posts_share_one_kept_connection_with_the_open() -> None:
     seen: list[RequestInfo] = []
-    async with running_origin(on_request=seen.append) as origin:
-        async with open_websocket(origin.ws_url("/echo"), proxy=None, fallback="only") as ws:
-            assert await echo_all(ws, [f"m{i}" for i in range(20)]) == [
-                f"m{i}" for i in range(20)
-            ]
+    async with (
+        running_origin(on_request=seen.append) as origin,
+        open_websocket(origin.ws_url("/echo"), proxy=None, fallback="only") as ws,
+    ):
+        assert await echo_all(ws, [f"m{i}" for i in range(20)]) == [f"m{i}" for i in range(20)]
     requests = [(info.request_line.split()[1].rsplit("/", 1)[-1], info.client) for info in seen]
     up = {client for name, client in requests if name in ("open", "up")}
     down = {client for name, client in requests if name == "down"}

@@ -129,11 +129,8 @@ async def test_a_connection_opened_ahead_carries_its_lanes_next_request(nursery)
     origin = await nursery.start(serve_origin, OriginConfig(on_request=seen.append))
     client = HTTPClient(parse_target(origin.http_url("/")), route_options(proxy=None))
     try:
-        nursery.start_soon(client.open_ahead, "down", 5)
         first = await client.request("GET", "/info?up", phase="connected", within=5, lane="up")
-        with trio.fail_after(5):
-            while not client._idle.get("down"):
-                await trio.sleep(0.01)
+        await client.open_ahead("down", 5)  # the route is chosen: it connects at once
         second = await client.request("GET", "/info?down", phase="connected", within=5, lane="down")
     finally:
         await client.aclose()
@@ -157,11 +154,8 @@ async def test_a_connection_opened_ahead_and_closed_by_the_server_is_replaced(nu
     port = listeners[0].socket.getsockname()[1]
     client = HTTPClient(parse_target(f"http://127.0.0.1:{port}/"), route_options(proxy=None))
     try:
-        nursery.start_soon(client.open_ahead, "down", 5)
         assert (await client.request("GET", "/", phase="connected", within=5)).body == b"ok"
-        with trio.fail_after(5):
-            while not client._idle.get("down"):
-                await trio.sleep(0.01)
+        await client.open_ahead("down", 5)
         await trio.sleep(0.05)  # the server has closed it by now
         response = await client.request("GET", "/", phase="connected", within=5, lane="down")
         assert response.body == b"ok"
