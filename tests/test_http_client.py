@@ -30,6 +30,26 @@ async def test_direct_requests_share_one_kept_alive_connection(nursery) -> None:
     assert len({info.client for info in seen}) == 1 and len(seen) == 3
 
 
+async def test_each_lane_keeps_its_own_connection(nursery) -> None:
+    seen: list[RequestInfo] = []
+    origin = await nursery.start(serve_origin, OriginConfig(on_request=seen.append))
+    client = HTTPClient(parse_target(origin.http_url("/")), route_options(proxy=None))
+    try:
+        for lane in ("up", "down", "up", "down", "up"):
+            response = await client.request(
+                "GET", f"/info?{lane}", phase="connected", within=5, lane=lane
+            )
+            assert response.status == 200
+    finally:
+        await client.aclose()
+    by_lane: dict[str, set[tuple[str, int]]] = {}
+    for info in seen:
+        by_lane.setdefault(info.request_line.split("?")[1].split()[0], set()).add(info.client)
+    # One connection per lane, kept and reused; never one lane's for the other.
+    assert [len(clients) for clients in by_lane.values()] == [1, 1]
+    assert by_lane["up"] != by_lane["down"]
+
+
 async def test_absolute_form_through_a_proxy_with_digest_after_a_closing_407(nursery) -> None:
     seen: list[RequestInfo] = []
     origin = await nursery.start(serve_origin, OriginConfig(on_request=seen.append))
@@ -102,6 +122,55 @@ async def test_a_kept_connection_closed_by_the_server_is_replaced_once(nursery) 
     finally:
         await client.aclose()
     assert connections == 3
+
+
+async def test_a_connection_opened_ahead_carries_its_lanes_next_request(nursery) -> None:
+    seen: list[RequestInfo] = []
+    origin = await nursery.start(serve_origin, OriginConfig(on_request=seen.append))
+    client = HTTPClient(parse_target(origin.http_url("/")), route_options(proxy=None))
+    try:
+        first = await client.request("GET", "/info?up", phase="connected", within=5, lane="up")
+        await client.open_ahead("down", 5)  # the route is chosen: it connects at once
+        second = await client.request("GET", "/info?down", phase="connected", within=5, lane="down")
+    finally:
+        await client.aclose()
+    assert first.status == second.status == 200
+    # The down request went on the connection opened ahead, not the up one.
+    assert len(seen) == 2 and seen[0].client != seen[1].client
+
+
+async def test_a_connection_opened_ahead_and_closed_by_the_server_is_replaced(nursery) -> None:
+    connections = 0
+
+    async def handler(stream: trio.SocketStream) -> None:
+        nonlocal connections
+        connections += 1
+        if connections == 2:  # the one opened ahead: closed before any request
+            await stream.aclose()
+            return
+        await _one_answer_per_connection(stream)
+
+    listeners = await nursery.start(trio.serve_tcp, handler, 0)
+    port = listeners[0].socket.getsockname()[1]
+    client = HTTPClient(parse_target(f"http://127.0.0.1:{port}/"), route_options(proxy=None))
+    try:
+        assert (await client.request("GET", "/", phase="connected", within=5)).body == b"ok"
+        await client.open_ahead("down", 5)
+        await trio.sleep(0.05)  # the server has closed it by now
+        response = await client.request("GET", "/", phase="connected", within=5, lane="down")
+        assert response.body == b"ok"
+    finally:
+        await client.aclose()
+    assert connections == 3
+
+
+async def test_closing_the_client_ends_a_connection_opened_ahead(nursery) -> None:
+    client = HTTPClient(parse_target("http://127.0.0.1:9/"), route_options(proxy=None))
+    with trio.fail_after(2):
+        async with trio.open_nursery() as inner:
+            inner.start_soon(client.open_ahead, "down", 60)  # waits for a route forever
+            await trio.sleep(0.05)
+            await client.aclose()
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -122,9 +123,12 @@ def parse_fallback_path(target: str) -> FallbackPath | None:
 
 def valid_session_id(session: str) -> bool:
     """1 to 64 characters of ``A-Z a-z 0-9 - _`` (a path segment as is)."""
-    return 0 < len(session) <= 64 and all(
-        c.isascii() and (c.isalnum() or c in "-_") for c in session
-    )
+    return _SESSION_ID.fullmatch(session) is not None
+
+
+# A regular expression: a generator over the characters was 3 % of the
+# server's time per upstream request.
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 # -- session limits --------------------------------------------------------------

@@ -29,8 +29,8 @@ proxy uses it as it is. :class:`HTTPClient` adds the route choice and a pool.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import quote
@@ -46,9 +46,11 @@ from ._errors import (
     HandshakeError,
     ProxyAuthError,
     ProxyConfigError,
+    TunnelError,
 )
 from ._proxy_url import ProxyURL
 from ._route_options import RouteOptions
+from ._streamio import StreamIO
 from ._target import Target
 from ._timeouts import PhaseClock
 from ._trace import Trace, trace_head
@@ -115,6 +117,7 @@ class HTTPConnection:
         io_timeout: float | None = None,
     ) -> None:
         self.stream = stream
+        self._io = StreamIO(stream)  # descriptor I/O on plain TCP: fewer scheduler passes
         self.http = h11.Connection(our_role=h11.CLIENT)
         self.proxy = proxy
         self.label = label
@@ -123,6 +126,8 @@ class HTTPConnection:
         self.authenticated = False
         #: Exchanges completed on it (a reused connection has at least one).
         self.exchanges = 0
+        #: Opened ahead of its first request: it waited idle, as a kept one does.
+        self.opened_ahead = False
         self._answered = False
         self._eof = False
 
@@ -142,13 +147,18 @@ class HTTPConnection:
             return True
         return False
 
-    async def send(self, event: h11.Event) -> None:
-        data = self.http.send(event)
+    async def send(self, *events: h11.Event) -> None:
+        """Send ``events`` in one write: a request's head, body and end go
+        together, so the peer wakes once for them, not once per event."""
+        data = b"".join(self.http.send(event) or b"" for event in events)
         if not data:
             return
         try:
-            with self._io_limit(f"sending to {self.label}"):
-                await self.stream.send_all(data)
+            if self.io_timeout is None:
+                await self._io.send_all(data)
+            else:
+                with self._io_limit(f"sending to {self.label}"):
+                    await self._io.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ExchangeBroken(
                 f"the connection to {self.label} broke while sending: {exc.__cause__ or exc}",
@@ -174,8 +184,11 @@ class HTTPConnection:
                 raise HandshakeError(f"malformed HTTP response from {self.label}: {exc}") from exc
             if event is h11.NEED_DATA:
                 try:
-                    with self._io_limit(f"waiting for data from {self.label}"):
-                        data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
+                    if self.io_timeout is None:
+                        data = bytes(await self._io.receive_some(RECEIVE_SIZE))
+                    else:
+                        with self._io_limit(f"waiting for data from {self.label}"):
+                            data = bytes(await self._io.receive_some(RECEIVE_SIZE))
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     raise ExchangeBroken(
                         f"the connection to {self.label} broke: {exc.__cause__ or exc}",
@@ -198,13 +211,9 @@ class HTTPConnection:
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self.stream)
 
-    @contextmanager
-    def _io_limit(self, doing: str) -> Iterator[None]:
-        if self.io_timeout is None:
-            yield
-            return
-        with PhaseClock(self.io_timeout).phase("connected", doing):
-            yield
+    def _io_limit(self, doing: str) -> AbstractContextManager[None]:
+        assert self.io_timeout is not None
+        return PhaseClock(self.io_timeout).phase("connected", doing)
 
 
 async def open_connection(
@@ -306,7 +315,8 @@ async def send_request(
             head = await _response_head(connection, trace, interim)
         except ExchangeBroken as exc:
             replayable = isinstance(body, bytes) or body.replayable
-            if exc.answered or not connection.exchanges or resent or not replayable:
+            waited = connection.exchanges or connection.opened_ahead
+            if exc.answered or not waited or resent or not replayable:
                 raise
             resent = True
             if route.trace:
@@ -387,14 +397,18 @@ async def _write_request(
     trace_head(trace, ">", f"{method} {line_target} HTTP/1.1", outgoing)
     connection.start_request()
     try:
-        await connection.send(h11.Request(method=method, target=line_target, headers=outgoing))
+        head = h11.Request(method=method, target=line_target, headers=outgoing)
         if isinstance(body, bytes):
-            if body:
-                await connection.send(h11.Data(data=body))
-        else:
-            async for chunk in body.chunks():
-                await connection.send(h11.Data(data=chunk))
-        await connection.send(h11.EndOfMessage())
+            data = [h11.Data(data=body)] if body else []
+            await connection.send(head, *data, h11.EndOfMessage())
+            return
+        # A streamed body: the head goes with its first piece; each piece as
+        # it comes (the peer may wait for it), the end after the last.
+        pending: list[h11.Event] = [head]
+        async for chunk in body.chunks():
+            await connection.send(*pending, h11.Data(data=chunk))
+            pending = []
+        await connection.send(*pending, h11.EndOfMessage())
     except h11.LocalProtocolError as exc:
         raise ValueError(f"cannot send this request: {exc}") from None
 
@@ -475,22 +489,27 @@ class StreamedResponse:
         if self.complete:
             return b""
         with PhaseClock(within).phase(self._phase, f"waiting for data from {self.label}"):
-            while True:
-                event = await self._connection.next_event()
-                if isinstance(event, h11.Data):
-                    if event.data:
-                        return bytes(event.data)
-                elif isinstance(event, h11.EndOfMessage):
-                    self.complete = True
-                    return b""
+            return await self._piece()
+
+    async def _piece(self) -> bytes:
+        while not self.complete:
+            event = await self._connection.next_event()
+            if isinstance(event, h11.Data):
+                if event.data:
+                    return bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self.complete = True
+        return b""
 
     async def read(self, limit: int, within: float) -> bytes:
         """The whole body within ``within`` seconds; more than ``limit``
         bytes is a :class:`~tunnelws.HandshakeError`."""
         body = bytearray()
         clock = PhaseClock(within)
+        # One time limit for the whole body (not one per piece: each is a
+        # cancel scope, a measurable share of a small request's cost).
         with clock.phase(self._phase, f"reading the response from {self.label}"):
-            while chunk := await self.receive_some(within):
+            while chunk := await self._piece():
                 body += chunk
                 if len(body) > limit:
                     raise HandshakeError(
@@ -507,7 +526,13 @@ class StreamedResponse:
 
 class HTTPClient:
     """Requests to one origin (``http://`` or ``https://``) along the route,
-    on kept-alive connections (at most ``max_idle`` kept while idle).
+    on kept-alive connections.
+
+    Each request names a *lane* (``""`` unless given); a connection that
+    finished a request is kept for the next request of the same lane (at
+    most ``max_idle`` per lane), so requests of one kind never take a
+    connection another kind is about to use (the HTTP fallback: one lane for
+    upstream POSTs, one for downstream requests).
 
     The route is chosen at the first connection (PAC routes in order, an
     unreachable one skipped) and kept for the client's life. Use it from
@@ -520,8 +545,10 @@ class HTTPClient:
         self.origin = origin
         self.route = route
         self.max_idle = max_idle
-        self._idle: list[HTTPConnection] = []
+        self._idle: dict[str, list[HTTPConnection]] = {}
         self._chosen: tuple[ProxyURL | None] | None = None  # the route, once one worked
+        self._route_chosen = trio.Event()
+        self._ahead = trio.CancelScope()  # connections opened ahead; cancelled at aclose
         self._closed = False
 
     @property
@@ -544,6 +571,7 @@ class HTTPClient:
         max_body: int = 1024 * 1024,
         clock: PhaseClock | None = None,
         trace_heads: bool = True,
+        lane: str = "",
     ) -> Response:
         """One request and its whole answer, within ``within`` seconds
         (connecting spends the route's ``connect_timeout`` besides, unless
@@ -557,6 +585,7 @@ class HTTPClient:
             within=within,
             clock=clock,
             trace_heads=trace_heads,
+            lane=lane,
         ) as response:
             content = await response.read(max_body, within)
         return Response(response.status, response.reason, response.headers, content)
@@ -573,16 +602,17 @@ class HTTPClient:
         within: float,
         clock: PhaseClock | None = None,
         trace_heads: bool = True,
+        lane: str = "",
     ) -> AsyncIterator[StreamedResponse]:
         """One request; the answer's head must come within ``within``
         seconds (or within ``clock``'s budget, which then also bounds
         connecting), its body is read from the :class:`StreamedResponse`.
-        The connection is kept for the next request when the body was read
-        to its end, else closed."""
+        The connection is kept for the next request of ``lane`` when the body
+        was read to its end, else closed."""
         if self._closed:
             raise trio.ClosedResourceError("the HTTP client is closed")
         target = replace(self.origin, resource=resource)
-        connection = await self._checkout(clock)
+        connection = await self._checkout(clock, lane)
         try:
             exchange = clock or PhaseClock(within)
             with exchange.phase(phase, f"waiting for the answer to {method} {resource}"):
@@ -606,30 +636,48 @@ class HTTPClient:
         except BaseException:
             await connection.aclose()
             raise
-        if response.complete and connection.finish_exchange() and self._keep(connection):
+        if response.complete and connection.finish_exchange() and self._keep(connection, lane):
             return
         await connection.aclose()
 
     async def aclose(self) -> None:
         self._closed = True
-        idle, self._idle = self._idle, []
-        for connection in idle:
-            await connection.aclose()
+        self._ahead.cancel()
+        idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                await connection.aclose()
 
-    def _keep(self, connection: HTTPConnection) -> bool:
-        if self._closed or len(self._idle) >= self.max_idle:
+    def _keep(self, connection: HTTPConnection, lane: str) -> bool:
+        kept = self._idle.setdefault(lane, [])
+        if self._closed or len(kept) >= self.max_idle:
             return False
-        self._idle.append(connection)
+        kept.append(connection)
         return True
 
-    async def _checkout(self, clock: PhaseClock | None) -> HTTPConnection:
-        while self._idle:
-            connection = self._idle.pop()
+    async def _checkout(self, clock: PhaseClock | None, lane: str) -> HTTPConnection:
+        kept = self._idle.get(lane, [])
+        while kept:
+            connection = kept.pop()
             if connection.idle:
-                await trio.lowlevel.checkpoint()
-                return connection
+                return connection  # sending the request is the checkpoint
             await connection.aclose()  # pragma: no cover - only idle ones are kept
         return await self._connect(clock)
+
+    async def open_ahead(self, lane: str, within: float) -> None:
+        """Once a request has chosen the route, open a connection for the
+        next request of ``lane`` (while that request's answer is awaited),
+        and keep it. Best effort: a failure here is the request's to report
+        when it connects itself."""
+        with self._ahead, trio.move_on_after(within):
+            await self._route_chosen.wait()
+            try:
+                connection = await self._connect(PhaseClock(within))
+            except (TunnelError, OSError, trio.BrokenResourceError):
+                return
+            connection.opened_ahead = True
+            if not self._keep(connection, lane):
+                await connection.aclose()
 
     async def _connect(self, clock: PhaseClock | None = None) -> HTTPConnection:
         clock = clock or PhaseClock(self.route.connect_timeout)
@@ -644,4 +692,5 @@ class HTTPClient:
             lambda route: open_connection(route, self.origin, self.route, clock),
         )
         self._chosen = (route,)
+        self._route_chosen.set()
         return connection

@@ -93,7 +93,7 @@ _TOKEN_CHARS = frozenset(
 class HTTPExchange(Protocol):
     """What the engine needs of an HTTP/1.1 server connection."""
 
-    async def send(self, event: h11.Event) -> None: ...
+    async def send(self, *events: h11.Event) -> None: ...
     async def send_body(
         self,
         status: int,
@@ -374,9 +374,10 @@ class FallbackServer:
         state = session.state
         limits = self.limits
         headers = [*STREAM_HEADERS, *cors, ("Connection", "close")]
-        await http.send(_response(200, headers))
+        head: list[h11.Event] = [_response(200, headers)]  # goes with the first chunk
 
         async def produce() -> None:
+            nonlocal head
             deadline = trio.current_time() + limits.max_stream_seconds
             sent_bytes = 0
             position = last
@@ -394,7 +395,8 @@ class FallbackServer:
                     acked_up = state.up.received
                     chunk += self._ack_event(state)
                 if chunk:
-                    await http.send(h11.Data(data=chunk))
+                    await http.send(*head, h11.Data(data=chunk))
+                    head = []
                     sent_bytes += len(chunk)
                     last_write = state.last_activity = trio.current_time()
                     chunk = b""
@@ -412,8 +414,7 @@ class FallbackServer:
                 now = trio.current_time()
                 if now >= last_write + limits.heartbeat and now < deadline:
                     chunk = encode_heartbeat()
-            await http.send(h11.Data(data=encode_end_event()))
-            await http.send(h11.EndOfMessage())
+            await http.send(*head, h11.Data(data=encode_end_event()), h11.EndOfMessage())
 
         await http.run_until_disconnect(produce)
 

@@ -19,6 +19,8 @@ from typing import NoReturn
 import h11
 import trio
 
+from tunnelws.streams import StreamIO
+
 from ._config import OriginConfig
 
 RECEIVE_SIZE = 65536
@@ -76,6 +78,7 @@ class HTTPConnection:
 
     def __init__(self, stream: trio.abc.Stream, config: OriginConfig) -> None:
         self.stream = stream
+        self._io = StreamIO(stream)  # descriptor I/O on plain TCP: fewer scheduler passes
         self.config = config
         self.h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=config.max_header_size
@@ -88,21 +91,21 @@ class HTTPConnection:
             return
         try:
             with trio.fail_after(self.config.send_timeout):
-                await self.stream.send_all(data)
+                await self._io.send_all(data)
         except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientGone(f"send failed: {exc!r}") from exc
 
     async def receive_raw(self) -> bytes:
         """Read some bytes (``b""`` at EOF); a broken connection raises ClientGone."""
         try:
-            return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+            return bytes(await self._io.receive_some(RECEIVE_SIZE))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientGone(f"receive failed: {exc!r}") from exc
 
-    async def send(self, event: h11.Event) -> None:
-        data = self.h11.send(event)
-        if data is not None:
-            await self.send_raw(data)
+    async def send(self, *events: h11.Event) -> None:
+        """Send ``events`` in one write (a response's head, body and end
+        together: one wake-up of the peer, not one per event)."""
+        await self.send_raw(b"".join(self.h11.send(event) or b"" for event in events))
 
     async def next_request(self) -> h11.Request | None:
         """Wait for the next request head (its body is read with
@@ -219,10 +222,8 @@ class HTTPConnection:
             ("Content-Length", str(len(body))),
         ]
         all_headers = [*framing, ("Cache-Control", "no-store"), *headers]
-        await self.send(response(status, all_headers))
-        if not head_only and body:
-            await self.send(h11.Data(data=body))
-        await self.send(h11.EndOfMessage())
+        data = [h11.Data(data=body)] if body and not head_only else []
+        await self.send(response(status, all_headers), *data, h11.EndOfMessage())
 
     async def send_json(self, value: object, *, head_only: bool = False) -> None:
         body = json.dumps(value, indent=2).encode() + b"\n"
