@@ -515,6 +515,17 @@ class ProxyAuthenticator:
         self._connects += 1
         return answer
 
+    def may_block(self, reply: ProxyReply) -> bool:
+        """Whether :meth:`respond` to ``reply`` may call pyspnego/GSSAPI (an
+        NTLM or Negotiate context, the Kerberos ticket check), which can wait
+        for a Kerberos KDC: the driver then runs it in a worker thread."""
+        if self._handshake is not None:
+            return True
+        if self._answered or self._connects >= MAX_CONNECTS:
+            return False  # respond() fails without touching a context
+        offered = {c.scheme.lower() for c in parse_challenges(reply.get_all("Proxy-Authenticate"))}
+        return any(s in offered for s in _CONNECTION_BOUND if s in self._schemes)
+
     # -- a new attempt -------------------------------------------------------
 
     def _start_attempt(
