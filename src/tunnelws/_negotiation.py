@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 
-from ._auth import Credentials, ProxyAuthenticator, parse_challenges
+from ._auth import Credentials, ProxyAuthenticator
 from ._connect import ConnectReplyParser, ProxyReply, build_connect_request
 from ._errors import (
     ProxyAuthError,
@@ -49,6 +49,7 @@ from ._errors import (
     ProxyRefusedError,
     TunnelError,
 )
+from ._grammar import parse_challenges
 from ._target import format_authority
 from ._trace import Trace, trace_head
 from ._version import USER_AGENT
