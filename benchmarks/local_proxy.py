@@ -6,8 +6,10 @@ NTLM), and are measured the same way as benchmarks/relay.py measures proxies:
 throughput through CONNECT tunnels (64 KiB writes, 1 and 100 concurrent
 tunnels, MB/s delivered to the origin: the clock stops when the origin has
 read the last byte) and the latency the helper adds to a small round trip (median
-through helper + upstream minus median through the upstream alone). Rounds
-interleave the helpers, medians are reported.
+through helper + upstream minus median through the upstream alone). The
+round trips take turns, one through each helper and one through the upstream
+alone, so all see the same background load; rounds interleave the helpers,
+medians are reported.
 
     .venv/bin/python benchmarks/local_proxy.py [--seconds 15] [--rounds 3]
 
@@ -32,8 +34,9 @@ from urllib.parse import quote
 
 import trio
 
+import tunnelws
 from _processes import spawn
-from relay import ORIGIN_SCRIPT, median_round_trip_us, throughput_mb_s
+from relay import ORIGIN_SCRIPT, throughput_mb_s
 
 ROOT = Path(__file__).resolve().parent.parent
 PX = ROOT / ".venv-px" / "bin" / "px"
@@ -41,6 +44,7 @@ PASSWORD = "bench-pw"
 USERS = {"basic": "alice", "ntlm": "CORP\\alice"}
 TUNNELWS = [sys.executable, "-u", "-m", "tunnelws"]
 LISTENING = re.compile(rb"listening on (http://\S+)")
+ALONE = "upstream alone"
 
 
 def _free_port() -> int:
@@ -80,16 +84,35 @@ async def px(upstream: str, scheme: str) -> AsyncIterator[str | None]:
             await process.wait()
 
 
-async def measure_helper(
-    url: str, upstream_url: str, echo: int, discard: int, seconds: float
-) -> tuple[float, float, float]:
-    # Latency first, on a quiet chain; paired with a sample through the
-    # upstream alone, taken right before it.
-    alone = await median_round_trip_us(upstream_url, echo, seconds / 2)
-    added = await median_round_trip_us(url, echo, seconds / 2) - alone
-    one = await throughput_mb_s(url, discard, 1, seconds, delivered=True)
-    hundred = await throughput_mb_s(url, discard, 100, seconds, delivered=True)
-    return one, hundred, added
+async def interleaved_round_trips_us(
+    proxies: dict[str, str], port: int, seconds: float
+) -> dict[str, float]:
+    """Median 4-byte round trip to the echo ``port`` through each proxy, the
+    proxies taking turns one round trip at a time (order rotating): on 2
+    cores the background load swings faster than a measurement window, and
+    separate windows measured the load more than the helpers."""
+    streams = {
+        name: await tunnelws.open_tunnel("127.0.0.1", port, scheme="http", proxy=url)
+        for name, url in proxies.items()
+    }
+    samples: dict[str, list[float]] = {name: [] for name in proxies}
+    order = list(streams)
+    deadline = time.perf_counter() + seconds
+    try:
+        while time.perf_counter() < deadline:
+            order = order[1:] + order[:1]
+            for name in order:
+                stream = streams[name]
+                started = time.perf_counter()
+                await stream.send_all(b"ping")
+                received = b""
+                while len(received) < 4:
+                    received += await stream.receive_some()
+                samples[name].append((time.perf_counter() - started) * 1e6)
+    finally:
+        for stream in streams.values():
+            await stream.aclose()
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 async def measure(seconds: float, rounds: int) -> list[tuple[str, str, float, float, float]]:
@@ -114,19 +137,22 @@ async def measure(seconds: float, rounds: int) -> list[tuple[str, str, float, fl
                     if px_url:
                         helpers["px"] = px_url
                     samples: dict[str, list[tuple[float, float, float]]] = {h: [] for h in helpers}
+                    slice_ = seconds / rounds
                     for round_ in range(rounds):
+                        # Latency first, on a quiet chain: every helper and
+                        # the upstream alone in one interleaved window.
+                        medians = await interleaved_round_trips_us(
+                            {ALONE: direct_upstream, **helpers}, echo, slice_ * len(helpers) / 2
+                        )
                         names = list(helpers)
                         names = names[round_ % len(names) :] + names[: round_ % len(names)]
                         for name in names:
-                            samples[name].append(
-                                await measure_helper(
-                                    helpers[name],
-                                    direct_upstream,
-                                    echo,
-                                    discard,
-                                    seconds / rounds,
-                                )
+                            url = helpers[name]
+                            one = await throughput_mb_s(url, discard, 1, slice_, delivered=True)
+                            hundred = await throughput_mb_s(
+                                url, discard, 100, slice_, delivered=True
                             )
+                            samples[name].append((one, hundred, medians[name] - medians[ALONE]))
                 for name, values in samples.items():
                     one, hundred, added = (
                         statistics.median(column) for column in zip(*values, strict=True)

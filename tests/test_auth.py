@@ -1,4 +1,5 @@
-"""Proxy authentication: challenge parsing, Digest arithmetic, the 407 state machine."""
+"""Proxy authentication: Digest arithmetic, the 407 state machine (challenge parsing:
+test_grammar.py)."""
 
 from __future__ import annotations
 
@@ -12,21 +13,18 @@ from pathlib import Path
 
 import pytest
 import trio
-from hypothesis import given
-from hypothesis import strategies as st
 
 from peers import run_pproxy
 from tunnelws._auth import (
-    Challenge,
     Credentials,
     ProxyAuthenticator,
     basic_authorization,
     digest_response,
     digest_userhash,
-    parse_challenges,
 )
 from tunnelws._connect import ConnectReplyParser, ProxyReply, build_connect_request
 from tunnelws._errors import ProxyAuthError
+from tunnelws._grammar import parse_challenges
 
 PASSWORD = "s3cr3t:p@ss"
 CREDS = Credentials("alice", PASSWORD)
@@ -143,73 +141,6 @@ def test_sess_and_auth_int_variants_differ_from_plain() -> None:
 def test_unknown_algorithm_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="unsupported Digest algorithm 'SHA-1'"):
         digest_response(algorithm="SHA-1", **RFC7616_MD5_SHA256)
-
-
-# -- challenge parsing --------------------------------------------------------------
-
-
-def parsed(*values: str) -> list[tuple[str, dict[str, str], str | None]]:
-    return [(c.scheme, dict(c.params), c.token68) for c in parse_challenges(values)]
-
-
-@pytest.mark.parametrize(
-    ("values", "expected"),
-    [
-        (['Basic realm="proxy"'], [("Basic", {"realm": "proxy"}, None)]),
-        # RFC 9110 11.6.1's example: two challenges in one value, escapes, a comma in a quote.
-        (
-            ['Newauth realm="apps", type=1, title="Login to \\"apps\\"", Basic realm="simple"'],
-            [
-                ("Newauth", {"realm": "apps", "type": "1", "title": 'Login to "apps"'}, None),
-                ("Basic", {"realm": "simple"}, None),
-            ],
-        ),
-        (
-            ['Basic realm="a, b", charset="UTF-8"'],
-            [("Basic", {"realm": "a, b", "charset": "UTF-8"}, None)],
-        ),
-        # Several header values, bare schemes, token68.
-        (
-            ["NTLM", "Negotiate", "Basic realm=x"],
-            [("NTLM", {}, None), ("Negotiate", {}, None), ("Basic", {"realm": "x"}, None)],
-        ),
-        (
-            ["Negotiate YIIBhgYGKwYBBQUCoIIBejCCAXag==, Basic realm=p"],
-            [("Negotiate", {}, "YIIBhgYGKwYBBQUCoIIBejCCAXag=="), ("Basic", {"realm": "p"}, None)],
-        ),
-        (["NTLM TlRMTVNTUAACAAAA"], [("NTLM", {}, "TlRMTVNTUAACAAAA")]),
-        # Case: keys lower-cased, scheme as sent, values untouched; BWS around "=".
-        (
-            ['DIGEST Realm = "R" ,NONCE=abc,  QOP="auth"'],
-            [("DIGEST", {"realm": "R", "nonce": "abc", "qop": "auth"}, None)],
-        ),
-        # Empty list elements are fine; the first of a duplicated name wins.
-        ([", ,Basic realm=a, realm=b,,"], [("Basic", {"realm": "a"}, None)]),
-        (['Basic realm=""'], [("Basic", {"realm": ""}, None)]),
-        (['Basic realm="back\\\\slash"'], [("Basic", {"realm": "back\\slash"}, None)]),
-        # Garbage is skipped up to the next comma; parsing resumes.
-        (["=junk, Basic realm=r"], [("Basic", {"realm": "r"}, None)]),
-        (
-            ['Basic realm="x" trailing junk, Digest realm=y, nonce=n'],
-            [("Basic", {}, None), ("Digest", {"realm": "y", "nonce": "n"}, None)],
-        ),
-        (['Digest realm="unterminated, nonce=n'], [("Digest", {}, None)]),
-        (["@@@, Basic realm=q"], [("Basic", {"realm": "q"}, None)]),
-        (["", "   "], []),
-    ],
-)
-def test_parse_challenges(
-    values: list[str], expected: list[tuple[str, dict[str, str], str | None]]
-) -> None:
-    assert parsed(*values) == expected
-
-
-@given(st.lists(st.text(max_size=80), max_size=4))
-def test_parse_challenges_never_raises(values: list[str]) -> None:
-    for challenge in parse_challenges(values):
-        assert isinstance(challenge, Challenge)
-        assert challenge.scheme
-        assert all(key == key.lower() for key in challenge.params)
 
 
 # -- credentials never leak -------------------------------------------------------

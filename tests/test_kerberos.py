@@ -13,9 +13,13 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -32,7 +36,7 @@ from companion_support import (
 )
 from conftest import IN_CI, require_binary
 from peers import run_squid
-from test_cli_connect import run_cli
+from test_cli_connect import clean_env, run_cli
 from test_companion_cli import cli_proxy
 from tunnelws._auth import kerberos_available
 from tunnelws_testnet.kerberos import KERBEROS_BINARIES, KerberosError, KerberosRealm
@@ -172,6 +176,118 @@ async def test_no_ticket_and_no_credentials_is_a_clear_proxy_auth_error(
     assert "Negotiate not usable" in message
     assert info.value.schemes == ["Negotiate"]
     assert not any(r["event"] == "tunnel" for r in records)
+
+
+def _udp_and_tcp_on_one_port() -> tuple[trio.socket.SocketType, trio.socket.SocketType, int]:
+    """A UDP and a TCP socket bound to the same free loopback port (a KDC
+    address serves both)."""
+    for _ in range(20):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        port = int(udp.getsockname()[1])
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            tcp.bind(("127.0.0.1", port))
+        except OSError:  # taken for TCP: try another
+            udp.close()
+            tcp.close()
+            continue
+        return trio.socket.from_stdlib_socket(udp), trio.socket.from_stdlib_socket(tcp), port
+    raise AssertionError("no loopback port free for both UDP and TCP")
+
+
+@asynccontextmanager
+async def silent_kdc(
+    realm: KerberosRealm, directory: Path
+) -> AsyncIterator[tuple[Path, trio.Event]]:
+    """A KDC address that takes requests and never answers (UDP and TCP), as
+    behind a firewall that drops them: libkrb5 waits and retries for about
+    half a minute. Yields a copy of the realm's krb5.conf naming it, and an
+    event that a task of this event loop sets when the first request arrives."""
+    udp, tcp, port = _udp_and_tcp_on_one_port()
+    with udp, tcp:
+        tcp.listen()  # connections wait in the backlog, unanswered
+        conf = directory / "krb5-silent-kdc.conf"
+        text = realm.krb5_conf.read_text()
+        conf.write_text(re.sub(r"(?m)^(\s*kdc = ).*$", rf"\g<1>127.0.0.1:{port}", text))
+        asked = trio.Event()
+
+        async def first_request() -> None:
+            await udp.recv(65536)
+            asked.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first_request)
+            yield conf, asked
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_silent_kdc_times_out_the_connect_and_the_loop_keeps_running(
+    nursery: trio.Nursery, realm: KerberosRealm, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A password and no ticket: pyspnego asks the KDC for one, and the KDC
+    is silent. The connect fails with the connect timeout (not libkrb5's
+    half minute), and meanwhile the event loop runs: the KDC's request is
+    read by a task of this loop, and a ticker keeps ticking after it (both
+    would wait until libkrb5 gave up if GSSAPI ran on the loop)."""
+    echo_port = await start_tcp_echo(nursery)
+    proxy, records = await start_kerberos_proxy(nursery, realm)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.sleep(0.01)
+
+    async with silent_kdc(realm, tmp_path) as (conf, asked):
+        use_client_env(monkeypatch, {**realm.client_env(None), "KRB5_CONFIG": str(conf)})
+        nursery.start_soon(ticker)
+        ticks_when_asked = None
+
+        async def note_request() -> None:
+            nonlocal ticks_when_asked
+            await asked.wait()
+            ticks_when_asked = ticks
+
+        nursery.start_soon(note_request)
+        url = kerberos_url(proxy, f"alice:{quote(ALICE_PASSWORD, safe='')}@")
+        with trio.fail_after(8), pytest.raises(tunnelws.PhaseTimeoutError) as info:
+            await tunnelws.open_tunnel(
+                "127.0.0.1",
+                echo_port,
+                proxy=url,
+                proxy_auth_schemes=("Negotiate",),
+                connect_timeout=1,
+            )
+    assert info.value.phase == "tunnel" and info.value.timeout == 1
+    assert "Negotiate challenge (GSSAPI" in str(info.value)
+    assert ALICE_PASSWORD not in str(info.value)
+    assert ticks_when_asked is not None, "the KDC request was not read while connecting"
+    assert ticks - ticks_when_asked >= 10  # the loop ran on while GSSAPI waited
+    assert not any(r["event"] == "tunnel" for r in records)
+
+
+async def test_a_thread_stuck_on_a_silent_kdc_does_not_keep_the_cli_alive(
+    nursery: trio.Nursery, origin: Any, realm: KerberosRealm, tmp_path: Path
+) -> None:
+    """``tunnelws connect`` exits with the timeout's exit code while its
+    GSSAPI thread is still waiting for the KDC."""
+    proxy, _ = await start_kerberos_proxy(nursery, realm)
+    async with silent_kdc(realm, tmp_path) as (conf, asked):
+        env = clean_env(**{**realm.client_env(None), "KRB5_CONFIG": str(conf)})
+        env["TUNNELWS_PROXY_PASSWORD"] = ALICE_PASSWORD
+        with trio.fail_after(10):  # libkrb5 alone would wait about 30 s
+            result = await run_cli(
+                "connect",
+                origin.ws_url(),
+                *("--proxy", kerberos_url(proxy), "--proxy-user", "alice"),
+                *("--proxy-auth-scheme", "negotiate", "--connect-timeout", "1"),
+                env=env,
+            )
+        assert asked.is_set()
+    assert result.returncode == tunnelws.PhaseTimeoutError.exit_code, result.stderr
+    assert b"timed out after 1 s computing the answer" in result.stderr
 
 
 def test_kerberos_available_reflects_the_ticket_cache(

@@ -9,8 +9,10 @@ from dataclasses import fields
 import pytest
 
 from tunnelws import Credentials, RouteOptions, route_options
+from tunnelws._connect import ConnectReplyParser, ProxyReply
 from tunnelws._errors import ProxyAuthError, ProxyConfigError, ProxyProtocolError, ProxyRefusedError
 from tunnelws._negotiation import (
+    ComputeAnswer,
     ConnectNegotiation,
     NegotiationState,
     SendRequest,
@@ -26,6 +28,10 @@ BASIC_407 = (
 DIGEST_407 = (
     b"HTTP/1.1 407 Proxy Authentication Required\r\n"
     b'Proxy-Authenticate: Digest realm="corp", nonce="n1", qop="auth"\r\n'
+)
+NTLM_407 = (
+    b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+    b"Proxy-Authenticate: NTLM\r\nContent-Length: 0\r\n\r\n"
 )
 SECRET = "pa55word"
 
@@ -73,6 +79,58 @@ def test_leftover_after_a_407_is_not_trusted() -> None:
     n.start()
     action = n.receive_data(DIGEST_407 + b"Content-Length: 0\r\n\r\nHTTP/1.1 200 early")
     assert isinstance(action, SendRequest) and action.reconnect
+
+
+def test_an_ntlm_answer_is_computed_by_the_driver_then_sent() -> None:
+    """NTLM/Negotiate go through GSSAPI, which may block: the negotiation
+    hands the computation to its driver (a worker thread) and waits."""
+    n = negotiation(credentials=Credentials("CORP\\alice", SECRET))
+    assert b"Proxy-Authorization" not in n.start().data  # no Basic for a Windows name
+    action = n.receive_data(NTLM_407)
+    assert isinstance(action, ComputeAnswer)
+    assert n.state is NegotiationState.ANSWERING
+    with pytest.raises(RuntimeError, match="ANSWERING"):
+        n.receive_data(b"HTTP/1.1 200 OK\r\n\r\n")  # nothing was sent yet
+    sent = n.answer(action.compute())  # real pyspnego: the NTLM negotiate message
+    assert isinstance(sent, SendRequest) and not sent.reconnect
+    assert b"Proxy-Authorization: NTLM TlRMTVNTUAAB" in sent.data
+    assert n.state is NegotiationState.AWAITING_REPLY
+    with pytest.raises(RuntimeError, match="AWAITING_REPLY"):
+        n.answer("NTLM again")
+
+
+def test_only_connection_bound_schemes_need_the_driver_step() -> None:
+    n = negotiation(credentials=Credentials("alice", SECRET))
+    n.start()
+    auth = n.authenticator
+    assert not auth.may_block(_reply(BASIC_407))
+    assert not auth.may_block(_reply(DIGEST_407 + b"Content-Length: 0\r\n\r\n"))
+    assert auth.may_block(_reply(NTLM_407))
+    assert not negotiation(
+        credentials=Credentials("alice", SECRET), schemes=["basic"]
+    ).authenticator.may_block(_reply(NTLM_407))
+
+
+def test_a_failed_computation_fails_the_negotiation() -> None:
+    # A bare NTLM challenge after our first token: the proxy said no.
+    n = negotiation(credentials=Credentials("CORP\\alice", SECRET))
+    n.start()
+    first = n.receive_data(NTLM_407)
+    assert isinstance(first, ComputeAnswer)
+    n.answer(first.compute())
+    second = n.receive_data(NTLM_407)
+    assert isinstance(second, ComputeAnswer)
+    failed = n.answer(second.compute())
+    assert isinstance(failed, TunnelFailed) and isinstance(failed.error, ProxyAuthError)
+    assert "rejected the NTLM initial token" in str(failed.error)
+    assert n.state is NegotiationState.FAILED
+
+
+def _reply(data: bytes) -> ProxyReply:
+    parser = ConnectReplyParser()
+    reply = parser.feed(data)
+    assert reply is not None
+    return reply
 
 
 def test_rejected_credentials_fail_with_the_auth_error() -> None:

@@ -1,4 +1,4 @@
-"""Proxy authentication, Sans-IO: parse 407 challenges, compute the answer.
+"""Proxy authentication, Sans-IO: answer 407 challenges (parsed by ``_grammar``).
 
 Client side only (the companion test proxy has its own, independent server
 side, so each checks the other). Supported: Basic (RFC 7617), Digest
@@ -25,14 +25,14 @@ import binascii
 import hashlib
 import re
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Protocol
 from urllib.parse import quote
 
 from ._connect import ProxyReply
 from ._errors import ProxyAuthError
+from ._grammar import Challenge, parse_challenges, quoted_string, split_list
 
 __all__ = [
     "MAX_CONNECTS",
@@ -56,15 +56,6 @@ SUPPORTED_SCHEMES = ("Basic", "Digest", "NTLM", "Negotiate")
 MAX_CONNECTS = 4
 _CONNECTION_BOUND = ("ntlm", "negotiate")
 
-# -- challenge parsing (RFC 9110 11.6.1) ---------------------------------------
-
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# token68 must be followed by the end of the challenge, else "a=b" would read
-# as token68 "a=" followed by junk.
-_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*(?=[ \t]*(?:,|$))")
-_QUOTED_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
-_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
-
 
 @dataclass(frozen=True, repr=False)
 class Credentials:
@@ -86,114 +77,6 @@ class Credentials:
         return f"Credentials(username={self.username!r}, password='***')"
 
     __str__ = __repr__
-
-
-@dataclass(frozen=True)
-class Challenge:
-    """One challenge from a ``Proxy-Authenticate`` header.
-
-    ``scheme`` is as sent (compare it case-insensitively), ``params`` has
-    lower-cased names and unquoted values (the first of duplicated names wins),
-    ``token68`` is set for schemes like Negotiate that send an opaque token.
-    """
-
-    scheme: str
-    params: Mapping[str, str]
-    token68: str | None = None
-
-
-def parse_challenges(values: Iterable[str]) -> list[Challenge]:
-    """Parse ``Proxy-Authenticate`` header values into challenges, in order.
-
-    Follows RFC 9110 11.6.1: several challenges per value and across values,
-    quoted strings with backslash escapes (commas inside them are content),
-    token68. Never raises: a part that cannot be parsed is skipped up to the
-    next comma outside a quoted string, and parsing resumes there.
-    """
-    challenges: list[Challenge] = []
-    for value in values:
-        challenges.extend(_parse_challenge_value(value))
-    return challenges
-
-
-def _parse_challenge_value(text: str) -> list[Challenge]:
-    found: list[tuple[str, dict[str, str], str | None]] = []
-    current: dict[str, str] | None = None  # params of the challenge being read
-    i, end = 0, len(text)
-    while i < end:
-        i = _skip_separators(text, i)
-        if i >= end:
-            break
-        name = _TOKEN.match(text, i)
-        if name is None:
-            i, current = _skip_item(text, i), None
-            continue
-        after_name = _skip_ows(text, name.end())
-        if after_name < end and text[after_name] == "=":
-            # auth-param: token BWS "=" BWS ( token / quoted-string ). A
-            # token68 is only valid right after a scheme, handled below.
-            parsed = _parse_param_value(text, _skip_ows(text, after_name + 1))
-            if current is None or parsed is None:
-                i, current = _skip_item(text, after_name), None
-                continue
-            param_value, i = parsed
-            current.setdefault(name.group().lower(), param_value)
-            continue
-        # A new challenge: auth-scheme [ 1*SP ( token68 / #auth-param ) ]
-        scheme, i = name.group(), name.end()
-        params: dict[str, str] = {}
-        spaces = _skip_ows(text, i)
-        token = _TOKEN68.match(text, spaces) if spaces > i else None
-        if token is not None:
-            found.append((scheme, params, token.group()))
-            i, current = token.end(), None  # no auth-params may follow a token68
-        else:
-            found.append((scheme, params, None))
-            current = params
-    return [Challenge(scheme, MappingProxyType(params), token) for scheme, params, token in found]
-
-
-def _parse_param_value(text: str, i: int) -> tuple[str, int] | None:
-    """Parse a token or quoted-string at ``i`` that must end the list item."""
-    quoted = _QUOTED_STRING.match(text, i)
-    if quoted is not None:
-        value, after = _QUOTED_PAIR.sub(r"\1", quoted.group(1)), quoted.end()
-    else:
-        token = _TOKEN.match(text, i)
-        if token is None:
-            return None
-        value, after = token.group(), token.end()
-    after = _skip_ows(text, after)
-    if after < len(text) and text[after] != ",":
-        return None
-    return value, after
-
-
-def _skip_ows(text: str, i: int) -> int:
-    while i < len(text) and text[i] in " \t":
-        i += 1
-    return i
-
-
-def _skip_separators(text: str, i: int) -> int:
-    while i < len(text) and text[i] in " \t,":
-        i += 1
-    return i
-
-
-def _skip_item(text: str, i: int) -> int:
-    """Index of the next comma outside a quoted string (or the end)."""
-    in_quotes = False
-    while i < len(text):
-        char = text[i]
-        if in_quotes and char == "\\":
-            i += 1
-        elif char == '"':
-            in_quotes = not in_quotes
-        elif char == "," and not in_quotes:
-            return i
-        i += 1
-    return i
 
 
 # -- computing answers ----------------------------------------------------------
@@ -313,7 +196,7 @@ def _plan_digest(challenge: Challenge) -> _DigestPlan | None:
     if effective.upper() not in _ALGORITHM_RANK or _hash_function(effective) is None:
         return None
     if "qop" in params:
-        offered = {option.strip().lower() for option in params["qop"].split(",")}
+        offered = {option.lower() for option in split_list(params["qop"])}
         qop = "auth" if "auth" in offered else "auth-int" if "auth-int" in offered else None
         if qop is None:
             return None
@@ -322,10 +205,6 @@ def _plan_digest(challenge: Challenge) -> _DigestPlan | None:
     else:
         qop = None
     return _DigestPlan(challenge, algorithm, qop)
-
-
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _needs_extended_username(username: str) -> bool:
@@ -514,6 +393,17 @@ class ProxyAuthenticator:
             answer = self._start_attempt(reply, challenges, offered)
         self._connects += 1
         return answer
+
+    def may_block(self, reply: ProxyReply) -> bool:
+        """Whether :meth:`respond` to ``reply`` may call pyspnego/GSSAPI (an
+        NTLM or Negotiate context, the Kerberos ticket check), which can wait
+        for a Kerberos KDC: the driver then runs it in a worker thread."""
+        if self._handshake is not None:
+            return True
+        if self._answered or self._connects >= MAX_CONNECTS:
+            return False  # respond() fails without touching a context
+        offered = {c.scheme.lower() for c in parse_challenges(reply.get_all("Proxy-Authenticate"))}
+        return any(s in offered for s in _CONNECTION_BOUND if s in self._schemes)
 
     # -- a new attempt -------------------------------------------------------
 
@@ -711,24 +601,24 @@ class ProxyAuthenticator:
         parts: list[str] = []
         if _is_true(params.get("userhash")):
             hashed = digest_userhash(algorithm, credentials.username, realm)
-            parts.append(f"username={_quote(hashed)}")
+            parts.append(f"username={quoted_string(hashed)}")
         elif _needs_extended_username(credentials.username):
             encoded = quote(credentials.username, safe=_ATTR_CHARS, encoding="utf-8")
             parts.append(f"username*=UTF-8''{encoded}")
         else:
-            parts.append(f"username={_quote(credentials.username)}")
+            parts.append(f"username={quoted_string(credentials.username)}")
         parts += [
-            f"realm={_quote(realm)}",
-            f"nonce={_quote(nonce)}",
-            f"uri={_quote(self._authority)}",
+            f"realm={quoted_string(realm)}",
+            f"nonce={quoted_string(nonce)}",
+            f"uri={quoted_string(self._authority)}",
         ]
         if plan.algorithm:
             parts.append(f"algorithm={plan.algorithm}")
-        parts.append(f"response={_quote(response)}")
+        parts.append(f"response={quoted_string(response)}")
         if "opaque" in params:
-            parts.append(f"opaque={_quote(params['opaque'])}")
+            parts.append(f"opaque={quoted_string(params['opaque'])}")
         if plan.qop:
-            parts += [f"qop={plan.qop}", "nc=00000001", f"cnonce={_quote(cnonce)}"]
+            parts += [f"qop={plan.qop}", "nc=00000001", f"cnonce={quoted_string(cnonce)}"]
         if _is_true(params.get("userhash")):
             parts.append("userhash=true")
         return "Digest " + ", ".join(parts)

@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ._errors import MAX_KEPT_BODY, ProxyProtocolError
+from ._grammar import TOKEN_BYTES, is_token, list_tokens, split_list, token_prefix
 from ._target import format_authority
 
 __all__ = [
@@ -52,10 +53,6 @@ __all__ = [
 
 DEFAULT_MAX_HEADER_BYTES = 65536
 
-# RFC 9110 5.6.2 token.
-_TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BYTES_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _REQUEST_VALUE_FORBIDDEN = re.compile(r"[\r\n\x00]")
 # A host in wire form: IDNA A-label name (underscores tolerated, as in
 # _target.normalize_host) or an IP literal without brackets or zone.
@@ -106,10 +103,10 @@ def build_connect_request(
 
 
 def _check_request_header(name: str, value: str) -> None:
-    if not _TOKEN.fullmatch(name):
+    if not is_token(name):
         # Show only the valid token prefix: a caller who passed a whole
         # "Proxy-Authorization: Basic ..." line as the name must not see it echoed.
-        valid_prefix = name[: len(name) - len(name.lstrip(_TOKEN_CHARS))]
+        valid_prefix = token_prefix(name)
         raise ValueError(
             f"invalid header name starting {valid_prefix!r}: "
             "header names must be RFC 9110 tokens (no spaces, colons or control characters)"
@@ -399,7 +396,7 @@ class ConnectReplyParser:
             self._headers[-1] = (previous_name, joined)
             return
         name, colon, value = line.partition(b":")
-        if not colon or not _BYTES_TOKEN.fullmatch(name) or _CONTROL.search(value):
+        if not colon or not TOKEN_BYTES.fullmatch(name) or _CONTROL.search(value):
             raise ProxyProtocolError(f"invalid header line in proxy reply: {_shown(line)}")
         self._headers.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
 
@@ -421,10 +418,9 @@ class ConnectReplyParser:
 
     def _choose_body_framing(self) -> None:
         codings = [
-            coding.strip().lower()
+            coding.lower()
             for value in self._get_all("transfer-encoding")
-            for coding in value.split(",")
-            if coding.strip()
+            for coding in split_list(value)
         ]
         lengths = self._get_all("content-length")
         if self._status == 304:
@@ -445,7 +441,7 @@ class ConnectReplyParser:
 
     def _parse_content_length(self, values: list[str]) -> int:
         # "42, 42" (a list of equal values) is allowed by RFC 9110 8.6.
-        items = {item.strip() for value in values for item in value.split(",")}
+        items = {item for value in values for item in split_list(value)}
         if len(items) != 1 or not _DIGITS.fullmatch(next(iter(items))):
             shown = ", ".join(values)
             if len(shown) > _SHOWN_LINE:
@@ -479,11 +475,7 @@ class ConnectReplyParser:
 
     def _finish(self) -> ProxyReply:
         ok = 200 <= self._status < 300
-        tokens = {
-            token.strip().lower()
-            for value in self._get_all("connection") + self._get_all("proxy-connection")
-            for token in value.split(",")
-        }
+        tokens = list_tokens(self._get_all("connection") + self._get_all("proxy-connection"))
         reusable = (
             not ok
             and self._delimited

@@ -15,6 +15,8 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from ._grammar import GrammarError, parse_parameters
+
 __all__ = [
     "EXTENSION_NAME",
     "Deflate",
@@ -96,19 +98,15 @@ def client_offer() -> str:
 
 def _parameters(text: str) -> dict[str, str | None]:
     """``a; b=1; c="2"`` -> {"a": None, "b": "1", "c": "2"}; duplicates are errors."""
+    try:
+        items = parse_parameters(text)
+    except GrammarError as exc:
+        raise NegotiationError(f"malformed parameters: {exc}") from None
     params: dict[str, str | None] = {}
-    for item in text.split(";"):
-        item = item.strip()
-        if not item:
-            continue
-        name, sep, value = item.partition("=")
-        name = name.strip().lower()
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = value[1:-1]
+    for name, value in items:
         if name in params:
             raise NegotiationError(f"duplicate parameter {name}")
-        params[name] = value if sep else None
+        params[name] = value
     return params
 
 

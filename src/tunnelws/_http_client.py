@@ -39,6 +39,7 @@ import h11
 import trio
 
 from ._auth import ProxyAuthenticator
+from ._auth_thread import respond
 from ._connect import ProxyReply
 from ._errors import (
     MAX_KEPT_BODY,
@@ -344,7 +345,7 @@ async def send_request(
         )
         noted = len(authenticator.notes)
         try:
-            authorization = authenticator.respond(reply, connection_reusable=reusable)
+            authorization = await respond(authenticator, reply, connection_reusable=reusable)
         finally:
             if route.trace:
                 for note in authenticator.notes[noted:]:

@@ -37,6 +37,7 @@ from ._errors import (
     ProxyAuthError,
     ProxyProtocolError,
 )
+from ._grammar import list_tokens
 from ._http_client import HTTPConnection, open_connection, send_request, text_headers
 from ._pipe import CHUNK_BYTES, join
 from ._proxy_url import ProxyURL
@@ -101,13 +102,8 @@ def absolute_target(raw: bytes) -> Target:
 
 
 def _tokens(headers: Headers, name: bytes) -> set[bytes]:
-    return {
-        token.strip().lower()
-        for key, value in headers
-        if key.lower() == name
-        for token in value.split(b",")
-        if token.strip()
-    }
+    values = (value.decode("latin-1") for key, value in headers if key.lower() == name)
+    return {token.encode("latin-1") for token in list_tokens(values)}
 
 
 def _end_to_end(headers: Headers) -> Headers:

@@ -13,6 +13,10 @@ the answer:
   to it;
 * :class:`TunnelFailed`: give up with ``error``, a typed
   :class:`~tunnelws.TunnelError` (auth, refusal, protocol);
+* :class:`ComputeAnswer`: a 407 whose answer may block (NTLM/Negotiate call
+  GSSAPI, which may wait for a Kerberos KDC): call ``compute`` off the event
+  loop (:mod:`._auth_thread`), pass its result to
+  :meth:`ConnectNegotiation.answer` and act on what that returns;
 * ``None``: the reply is not complete yet, keep reading.
 
 Both the client (``_transport``) and ``tunnelws check`` drive this object, so
@@ -25,16 +29,18 @@ State, as data::
          |  ^
          |  +--407, answer on the same connection--+
          |  +--407, answer on a new connection-----+
+         |  +--407, ANSWERING (compute, answer())--+
          +--anything else / broken / bad bytes----> FAILED
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
-from ._auth import Credentials, ProxyAuthenticator, parse_challenges
+from ._auth import Credentials, ProxyAuthenticator
 from ._connect import ConnectReplyParser, ProxyReply, build_connect_request
 from ._errors import (
     ProxyAuthError,
@@ -43,11 +49,14 @@ from ._errors import (
     ProxyRefusedError,
     TunnelError,
 )
+from ._grammar import parse_challenges
 from ._target import format_authority
 from ._trace import Trace, trace_head
 from ._version import USER_AGENT
 
 __all__ = [
+    "Action",
+    "ComputeAnswer",
     "ConnectAttempt",
     "ConnectNegotiation",
     "NegotiationState",
@@ -64,6 +73,8 @@ _KEPT_PREFIX = 64
 class NegotiationState(enum.Enum):
     #: A CONNECT has been handed out; its reply is being read.
     AWAITING_REPLY = enum.auto()
+    #: A 407 arrived; its answer is being computed (see :class:`ComputeAnswer`).
+    ANSWERING = enum.auto()
     #: A 2xx arrived: the stream is the tunnel now.
     OPEN = enum.auto()
     #: The negotiation ended with a typed error; it stays failed.
@@ -93,7 +104,17 @@ class TunnelFailed:
     error: TunnelError
 
 
-Action = SendRequest | TunnelOpen | TunnelFailed
+@dataclass(frozen=True)
+class ComputeAnswer:
+    """Call ``compute()`` in a worker thread (it may block on GSSAPI), then
+    :meth:`ConnectNegotiation.answer` with what it returned. ``compute``
+    touches only the authenticator, so a thread abandoned on a timeout
+    changes nothing the driver still reads."""
+
+    compute: Callable[[], str | ProxyAuthError]
+
+
+Action = SendRequest | TunnelOpen | TunnelFailed | ComputeAnswer
 
 
 @dataclass(frozen=True)
@@ -163,6 +184,7 @@ class ConnectNegotiation:
         self._parser = ConnectReplyParser()
         self._received = 0
         self._prefix = b""
+        self._answering: tuple[bool, int] | None = None  # (reusable, notes before)
         self._first: SendRequest | None = self._request(
             authenticator.initial_authorization(), reconnect=False
         )
@@ -265,15 +287,32 @@ class ConnectNegotiation:
         if reply.status != 407:
             return self._fail(self._refusal(reply))
         authenticator = self.authenticator
-        noted = len(authenticator.notes)
+        self.state = NegotiationState.ANSWERING
+        self._answering = (reusable, len(authenticator.notes))
+        compute = partial(self._compute, reply, reusable)
+        if authenticator.may_block(reply):
+            return ComputeAnswer(compute)
+        return self.answer(compute())
+
+    def _compute(self, reply: ProxyReply, reusable: bool) -> str | ProxyAuthError:
         try:
             # NTLM and Negotiate cannot move to a new connection mid-handshake:
             # respond() turns that into a clear error.
-            authorization = authenticator.respond(reply, connection_reusable=reusable)
+            return self.authenticator.respond(reply, connection_reusable=reusable)
         except ProxyAuthError as exc:
-            self._notes_since(noted)
-            return self._fail(exc)
+            return exc
+
+    def answer(self, outcome: str | ProxyAuthError) -> SendRequest | TunnelFailed:
+        """Continue after :class:`ComputeAnswer` with what ``compute`` returned."""
+        if self.state is not NegotiationState.ANSWERING or self._answering is None:
+            raise RuntimeError(f"answer() in state {self.state.name}")
+        (reusable, noted), self._answering = self._answering, None
         self._notes_since(noted)
+        if isinstance(outcome, ProxyAuthError):
+            return self._fail(outcome)
+        self.state = NegotiationState.AWAITING_REPLY
+        authenticator = self.authenticator
+        authorization = outcome
         step = " (a connection-bound handshake)" if authenticator.connection_bound else ""
         self._note(f"Answering the proxy's challenge with {authenticator.scheme_used}{step}")
         if not reusable:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
+from ._auth_thread import run_auth_step
 from ._errors import (
     DirectConnectError,
     ProxyConfigError,
@@ -21,7 +22,13 @@ from ._errors import (
     TLSError,
 )
 from ._failures import classify_connect_failure, read_tls_failure
-from ._negotiation import ConnectNegotiation, SendRequest, TunnelFailed, TunnelOpen
+from ._negotiation import (
+    Action,
+    ComputeAnswer,
+    ConnectNegotiation,
+    SendRequest,
+    TunnelOpen,
+)
 from ._pac import default_resolver
 from ._proxy_url import ProxyURL
 from ._route import ProxyDecision, resolve_proxy
@@ -293,12 +300,16 @@ async def negotiate_tunnel(
     Only moves bytes; every decision is the negotiation's. The stream is
     closed on failure.
     """
-    action: SendRequest | TunnelOpen | TunnelFailed = negotiation.start()
+    action: Action = negotiation.start()
     doing = f"waiting for the proxy's reply to CONNECT {negotiation.authority}"
     try:
         while True:
             if isinstance(action, TunnelOpen):
                 return prefixed(stream, action.leftover)
+            if isinstance(action, ComputeAnswer):
+                with clock.phase("tunnel", _ANSWERING):
+                    action = negotiation.answer(await run_auth_step(action.compute))
+                continue
             if not isinstance(action, SendRequest):
                 raise action.error
             if action.reconnect:
@@ -311,9 +322,15 @@ async def negotiate_tunnel(
         raise
 
 
+_ANSWERING = (
+    "computing the answer to the proxy's NTLM/Negotiate challenge "
+    "(GSSAPI, which may be waiting for the Kerberos KDC)"
+)
+
+
 async def _exchange(
     negotiation: ConnectNegotiation, stream: trio.abc.Stream, request: bytes
-) -> SendRequest | TunnelOpen | TunnelFailed:
+) -> Action:
     """Send one CONNECT and feed the reply until the negotiation decides."""
     try:
         await stream.send_all(request)

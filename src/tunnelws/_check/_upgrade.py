@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .._grammar import list_tokens
 from .._target import Target
 from .._version import USER_AGENT
 from ._diagnose import HeaderChanges
@@ -89,12 +90,7 @@ class ResponseHead:
         return next((v for k, v in self.headers if k.lower() == wanted), None)
 
     def tokens(self, name: str) -> set[str]:
-        return {
-            token.strip().lower()
-            for key, value in self.headers
-            if key.lower() == name.lower()
-            for token in value.split(",")
-        }
+        return list_tokens(value for key, value in self.headers if key.lower() == name.lower())
 
 
 class BadResponse(ValueError):
