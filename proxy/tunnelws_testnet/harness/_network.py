@@ -75,7 +75,7 @@ __all__ = [
     "scenario_network",
 ]
 
-START_TIMEOUT = 10.0
+START_TIMEOUT = 20.0  # generous: a loaded 2-core machine starts a Python origin slowly
 # The origin and https:// proxies have certificates of their own (one CA), for
 # exactly their names: a client that checks one's certificate against the
 # other's name (or against "localhost") fails.
