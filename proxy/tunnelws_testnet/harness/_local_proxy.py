@@ -13,7 +13,6 @@ local proxy's log).
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 
 import trio
 
+from ..peers import json_records
 from ._netns import kill_pids
 from ._network import PROXY_VARIABLES, RunningNetwork
 
@@ -124,19 +124,7 @@ async def local_proxy(network: RunningNetwork) -> AsyncIterator[LocalProxyRun]:
         run.output = _read(output_path)
         if run.failure is not None:
             run.failure += ": " + run.output.strip()[-2000:]
-        run.log = _log_entries(_read(log_path))
-
-
-def _log_entries(text: str) -> list[dict[str, Any]]:
-    entries = []
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries
+        run.log = json_records(_read(log_path))
 
 
 def _read(path: Path) -> str:
