@@ -1402,7 +1402,7 @@ def render(
         "`tunnelws[kerberos]`), `npm ci` in `proxy/adapters/node_ws` and "
         "`sh tests/install-system-deps.sh` (squid, tinyproxy, microsocks, chromium, certutil, "
         "MIT Kerberos; see `proxy/adapters/README.md`), one command runs every column and "
-        "writes this page (about 20 minutes on 2 cores):",
+        "writes this page (about 35 minutes on 2 cores, 15 columns):",
         "",
         "```console",
         "$ sudo .venv/bin/python proxy/matrix.py              # all clients, then this page",
