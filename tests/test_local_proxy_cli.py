@@ -100,3 +100,22 @@ async def test_without_a_password_and_no_terminal_it_says_how(tmp_path: Path) ->
     )
     assert result.returncode == 2
     assert b"TUNNELWS_PROXY_PASSWORD" in result.stderr
+
+
+async def test_a_bad_proxy_variable_is_one_line_and_its_exit_code(tmp_path: Path) -> None:
+    """The upstream is resolved while the server starts inside a nursery: the
+    typed error still becomes exit 3 and one line, not a traceback."""
+    env = {**os.environ, "https_proxy": "bogus://proxy.corp:8080"}
+    result = await trio.run_process(
+        [sys.executable, "-m", "tunnelws", "local-proxy", "--listen", "127.0.0.1:0"],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 3
+    assert result.stderr.decode().splitlines() == [
+        "tunnelws: config: invalid proxy URL in https_proxy ('bogus://proxy.corp:8080'): "
+        "unsupported proxy scheme 'bogus' (supported: http://, https://, socks5://, socks5h://)"
+    ]

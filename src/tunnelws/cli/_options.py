@@ -8,7 +8,7 @@ import getpass
 import os
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .._errors import TunnelError
 from .._route import AUTO, ProxySetting
@@ -158,13 +158,28 @@ def route_from_args(args: argparse.Namespace) -> RouteOptions:
 
 
 def report_error(run: Callable[[], int]) -> int:
-    """Run a command; typed errors become their exit code and one line."""
+    """Run a command; typed errors become their exit code and one line, also
+    when a nursery wrapped the error in an exception group of one."""
     try:
         return run()
-    except TunnelError as exc:
-        print(f"tunnelws: {exc.category}: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except (ValueError, OSError) as exc:
-        # Bad URLs and unreadable CA files are usage errors, not tracebacks.
-        print(f"tunnelws: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except Exception as raised:
+        error = _sole_error(raised)
+        if isinstance(error, TunnelError):
+            print(f"tunnelws: {error.category}: {error}", file=sys.stderr)
+            return error.exit_code
+        if isinstance(error, (ValueError, OSError)):
+            # Bad URLs and unreadable CA files are usage errors, not tracebacks.
+            print(f"tunnelws: error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+
+
+def _sole_error(error: BaseException) -> BaseException:
+    """The one error inside nested exception groups of one (a server that
+    failed while a nursery started it), else ``error`` itself."""
+    # Duck-typed: Python 3.10 has no BaseExceptionGroup builtin.
+    inner: Sequence[object] = getattr(error, "exceptions", ())
+    while len(inner) == 1 and isinstance(inner[0], BaseException):
+        error = inner[0]
+        inner = getattr(error, "exceptions", ())
+    return error
