@@ -361,15 +361,9 @@ def counter(result: Result, name: str) -> int:
 
 
 def proxy_log_events(result: Result) -> list[dict[str, Any]]:
-    events = []
-    for line in result.get("proxy_log") or []:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events
+    from tunnelws_testnet.peers import json_records
+
+    return json_records("\n".join(result.get("proxy_log") or []))
 
 
 def _is_origin(target: str, result: Result) -> bool:
@@ -801,13 +795,24 @@ def _local_proxy_unused(evidence: Evidence) -> Explanation | None:
     )
 
 
+def _default_connect_timeout() -> float:
+    from tunnelws import route_options
+
+    return route_options().connect_timeout
+
+
+# What `tunnelws local-proxy` runs with in the local-proxy columns: its default.
+_LOCAL_PROXY_CONNECT_TIMEOUT = _default_connect_timeout()
+
+
 def _local_proxy_slow_route(evidence: Evidence) -> Explanation | None:
     result = evidence.result
     if "local_proxy_log" not in result or not result.get("timed_out"):
         return None
     return (
         "still running at the scenario's limit: `tunnelws local-proxy` was still opening the "
-        "route (its connect timeout is 10 s) and the library set no time limit of its own on "
+        f"route (its connect timeout is {_LOCAL_PROXY_CONNECT_TIMEOUT:g} s) and the library "
+        "set no time limit of its own on "
         f"the proxy's answer (expected {result['expect']})",
         "",
     )
@@ -1206,22 +1211,24 @@ def _local_proxy_section(
         unused = [sid for sid in still if _never_used_local_proxy(by_client[helped][sid])]
         used_wrong = [sid for sid in still if sid not in unused]
 
-        def newly(ids: list[str], broken: list[str] = broken) -> str:
-            found = [sid for sid in ids if sid in broken]
-            return f" (newly wrong: {', '.join(found)})" if found else ""
-
         if unused:
             text += (
                 f"Never talked to the local proxy in {len(unused)} scenarios: it went direct "
-                f"or asked DNS, taking no `http(s)_proxy` for `ws(s)://` URLs{newly(unused)}. "
+                "or asked DNS, taking no `http(s)_proxy` for `ws(s)://` URLs"
+                f"{_newly_wrong(unused, broken)}. "
             )
         if used_wrong:
             text += f"Still wrong{' otherwise' if unused else ''}: {', '.join(used_wrong)}"
-            text += newly(used_wrong) + "."
+            text += _newly_wrong(used_wrong, broken) + "."
         elif not still:
             text += "Correct in every scenario."
         lines.append(text)
     return [*lines, ""]
+
+
+def _newly_wrong(ids: list[str], broken: list[str]) -> str:
+    found = [sid for sid in ids if sid in broken]
+    return f" (newly wrong: {', '.join(found)})" if found else ""
 
 
 def _never_used_local_proxy(result: Result) -> bool:

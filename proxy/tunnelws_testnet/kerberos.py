@@ -34,6 +34,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from .peers import listening
+
 __all__ = ["DEFAULT_REALM", "KERBEROS_BINARIES", "KerberosError", "KerberosRealm"]
 
 DEFAULT_REALM = "TUNNELWS.TEST"
@@ -308,7 +310,7 @@ class KerberosRealm:
                 start_new_session=True,  # a Ctrl-C for the tests does not race the teardown
             )
         deadline = time.monotonic() + self.timeout
-        while not _listening(self._kdc.pid, self.port):
+        while not listening(self._kdc.pid, self.host, self.port):
             status = self._kdc.poll()
             if status is not None or time.monotonic() >= deadline:
                 self._kill_kdc()
@@ -359,31 +361,6 @@ def _free_port(host: str) -> int:
                     continue
                 return port
     raise KerberosError(f"no free port on {host} for the KDC")
-
-
-def _listening(pid: int, port: int) -> bool:
-    """True once ``pid`` itself holds a TCP socket listening on ``port``.
-
-    Reads /proc/PID (which shows PID's network namespace), so it works for a
-    KDC in another namespace and cannot be fooled by a stranger on the port.
-    """
-    inodes: set[str] = set()
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(fields[9])
-    if not inodes:
-        return False
-    try:
-        sockets = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
-    except OSError:
-        return False
-    return any(f"socket:[{inode}]" in sockets for inode in inodes)
 
 
 def _tail(path: Path, limit: int = 2000) -> str:

@@ -14,9 +14,7 @@ local proxy's log).
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,7 +25,14 @@ import trio
 
 from ..peers import json_records
 from ._netns import kill_pids
-from ._network import PROXY_VARIABLES, RunningNetwork
+from ._network import (
+    PROXY_VARIABLES,
+    NetworkStartError,
+    RunningNetwork,
+    read_text,
+    spawn_in_namespace,
+    wait_for_line,
+)
 
 __all__ = ["CLIENT_PROXY_VARIABLES", "LocalProxyRun", "local_proxy"]
 
@@ -37,7 +42,6 @@ CLIENT_PROXY_VARIABLES = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROX
 _CA_VARIABLES = frozenset(
     {"SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE"}
 )
-START_TIMEOUT = 10.0
 STOP_GRACE = 2.0
 _LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
 
@@ -47,7 +51,7 @@ class LocalProxyRun:
     """One local proxy in front of one scenario's network."""
 
     url: str | None = None  # where it listens; None when it did not start
-    failure: str | None = None  # why it did not start (its output's tail)
+    failure: str | None = None  # why it did not start, with its output's tail
     exit_code: int | None = None  # its status when it did not start
     client_env: dict[str, str] = field(default_factory=dict)
     log: list[dict[str, Any]] = field(default_factory=list)  # its --log, one entry per connection
@@ -88,32 +92,25 @@ async def local_proxy(network: RunningNetwork) -> AsyncIterator[LocalProxyRun]:
     output_path = network.directory / "local-proxy.out"
     log_path = network.directory / "local-proxy.jsonl"
     run = LocalProxyRun()
-    with output_path.open("wb") as output:
-        process = await trio.lowlevel.open_process(
-            ["ip", "netns", "exec", network.topology.client, *command(log_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env=network.client_env,
-            start_new_session=True,
-        )
-    network.topology.pids.append(process.pid)
+    process = await spawn_in_namespace(
+        network.topology,
+        network.topology.client,
+        command(log_path),
+        output_path,
+        [],
+        env=network.client_env,
+    )
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while run.url is None:
-            match = _LISTENING.search(_read(output_path))
-            if match:
-                run.url = match.group(1)
-            elif process.poll() is not None:
-                run.exit_code = process.returncode
-                run.failure = f"tunnelws local-proxy exited with status {process.returncode}"
-            elif time.monotonic() > deadline:
-                run.exit_code = 1
-                run.failure = f"tunnelws local-proxy was not listening after {START_TIMEOUT:g} s"
-            if run.failure is not None:
-                break
-            await trio.sleep(0.02)
-        if run.url is not None:
+        try:
+            await wait_for_line(process, output_path, "listening on", "tunnelws local-proxy")
+        except NetworkStartError as exc:
+            # The pair fails before the client starts: judged, not a harness error.
+            run.exit_code = process.returncode or 1
+            run.failure = str(exc)
+        else:
+            match = _LISTENING.search(read_text(output_path))
+            assert match is not None  # its first line says where it listens
+            run.url = match.group(1)
             run.client_env = client_environment(network.client_env, run.url)
         yield run
     finally:
@@ -121,14 +118,5 @@ async def local_proxy(network: RunningNetwork) -> AsyncIterator[LocalProxyRun]:
             await trio.to_thread.run_sync(kill_pids, [process.pid], STOP_GRACE)
             with trio.move_on_after(1):
                 await process.wait()
-        run.output = _read(output_path)
-        if run.failure is not None:
-            run.failure += ": " + run.output.strip()[-2000:]
-        run.log = json_records(_read(log_path))
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
+        run.output = read_text(output_path)
+        run.log = json_records(read_text(log_path))

@@ -72,7 +72,10 @@ __all__ = [
     "RunningNetwork",
     "make_harness_ca",
     "pac_script",
+    "read_text",
     "scenario_network",
+    "spawn_in_namespace",
+    "wait_for_line",
 ]
 
 START_TIMEOUT = 20.0  # generous: a loaded 2-core machine starts a Python origin slowly
@@ -258,7 +261,7 @@ async def _start_servers(
     origin_log.touch()
     outputs = {"origin": directory / "origin.out"}
     origin_env = dict(os.environ, TUNNELWS_HARNESS_SECRETS="\n".join(secrets))
-    origin = await _spawn(
+    origin = await spawn_in_namespace(
         topology,
         topology.origin,
         [
@@ -279,7 +282,7 @@ async def _start_servers(
     ca_file = ca.ca_pem_path
     # The servers start in parallel; their readiness is awaited afterwards, in turn.
     waits: list[Callable[[], Awaitable[None]]] = [
-        partial(_wait_for_line, origin, outputs["origin"], "ready", "origin")
+        partial(wait_for_line, origin, outputs["origin"], "ready", "origin")
     ]
     launch: Launch | None = None
     realm: KerberosRealm | None = None
@@ -293,7 +296,7 @@ async def _start_servers(
         launch = peer.launch(directory, PROXY_ADDRESS, port)
         cleanups.append(launch.finish)
         outputs["proxy"] = launch.output
-        proxy = await _spawn(
+        proxy = await spawn_in_namespace(
             topology,
             topology.router,
             launch.argv,
@@ -323,7 +326,7 @@ async def _start_servers(
                 else f"pac+http://{PROXY_ADDRESS}:{PAC_PORT}/proxy.pac"
             )
             outputs["pac-server"] = directory / "pac-server.out"
-            server = await _spawn(
+            server = await spawn_in_namespace(
                 topology,
                 topology.router,
                 [
@@ -438,7 +441,7 @@ def _client_env(
     return env
 
 
-async def _spawn(
+async def spawn_in_namespace(
     topology: Topology,
     netns: str,
     argv: Sequence[str],
@@ -465,11 +468,18 @@ async def _spawn(
     return process
 
 
-def _tail(path: Path, limit: int = 2000) -> str:
+def read_text(path: Path | None) -> str:
+    """A log or output file's text; empty when there is none (yet)."""
+    if path is None:
+        return ""
     try:
-        return path.read_text(errors="replace")[-limit:]
+        return path.read_text(errors="replace")
     except OSError:
         return ""
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    return read_text(path)[-limit:]
 
 
 async def _wait_until(
@@ -486,7 +496,7 @@ async def _wait_until(
     raise NetworkStartError(f"{what} not ready after {START_TIMEOUT} s:\n{_tail(output)}")
 
 
-async def _wait_for_line(process: trio.Process, output: Path, needle: str, what: str) -> None:
+async def wait_for_line(process: trio.Process, output: Path, needle: str, what: str) -> None:
     await _wait_until(process, lambda: needle in _tail(output, 100_000), what, output)
 
 

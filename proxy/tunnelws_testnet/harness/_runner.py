@@ -32,6 +32,7 @@ from ._network import (
     NetworkStartError,
     RunningNetwork,
     make_harness_ca,
+    read_text,
     scenario_network,
 )
 from ._observe import (
@@ -323,17 +324,17 @@ async def _observe(
         dns_queries=counters.get("dns", 0),
         dead_proxy_attempts=counters.get("dead_proxy", 0),
     )
-    proxy_text = _read(network.proxy_log)
+    proxy_text = read_text(network.proxy_log)
     if proxy is not None and scenario.proxy is not None:
         observation.proxy_requests = proxy.parse(proxy_text)
         if scenario.proxy.kind is ProxyKind.COMPANION:
             observation.ntlm_messages = parse_ntlm_messages(proxy_text)
             observation.authenticated = parse_authentications(proxy_text)
-    origin_text = _read(network.origin_log)
+    origin_text = read_text(network.origin_log)
     observation.origin_requests = parse_origin_log(origin_text)
-    stdout_text = _read(stdout_path)
+    stdout_text = read_text(stdout_path)
     result.stdout = _mask(_clip(stdout_text), network.secrets)
-    result.stderr = _mask(_clip(_read(stderr_path)), network.secrets)
+    result.stderr = _mask(_clip(read_text(stderr_path)), network.secrets)
     result.proxy_log = _mask(proxy_text, network.secrets).splitlines()[-200:]
     result.origin_log = origin_text.splitlines()[-200:]
     result.observation = observation.to_json()
@@ -391,15 +392,6 @@ def _judge(
 
 def _echoed(stdout: str, expected: str) -> bool:
     return any(line.rstrip("\r") == expected for line in stdout.split("\n"))
-
-
-def _read(path: Path | None) -> str:
-    if path is None:
-        return ""
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
 
 
 def _clip(text: str) -> str:
